@@ -1,0 +1,1 @@
+"""Checks: connection, envelope and content checks behind one interface (see base.py)."""

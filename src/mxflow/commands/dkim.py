@@ -1,0 +1,9 @@
+"""`mxflow dkim` subcommands (not yet implemented)."""
+
+from __future__ import annotations
+
+from mxflow.commands import Subparsers
+
+
+def register(sub: Subparsers) -> None:
+    """Add the `dkim` subcommands to the `mxflow` parser."""

@@ -1,0 +1,9 @@
+"""`mxflow queue` subcommands (not yet implemented)."""
+
+from __future__ import annotations
+
+from mxflow.commands import Subparsers
+
+
+def register(sub: Subparsers) -> None:
+    """Add the `queue` subcommands to the `mxflow` parser."""

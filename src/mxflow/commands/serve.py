@@ -1,0 +1,9 @@
+"""`mxflow serve` subcommands (not yet implemented)."""
+
+from __future__ import annotations
+
+from mxflow.commands import Subparsers
+
+
+def register(sub: Subparsers) -> None:
+    """Add the `serve` subcommands to the `mxflow` parser."""

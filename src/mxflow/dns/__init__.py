@@ -1,0 +1,1 @@
+"""DNS for a mail flow: the injected resolver, the embedded server, SPF planning and linting."""

@@ -1,0 +1,42 @@
+"""The one way mxflow code gets a resolver.
+
+No mxflow code calls the system resolver: every component that needs DNS takes a
+`dns.asyncresolver.Resolver` built here, pointed at an explicit nameserver and port (the
+embedded server in tests and in the lab, a real recursive resolver in production).
+"""
+
+from __future__ import annotations
+
+import dns.asyncresolver
+
+
+def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
+    """Split `IP[:PORT]` (or `[IPv6]:PORT`) into address and port."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return host, port
+    if text.count(":") == 1:
+        host, port_text = text.split(":")
+        return host, int(port_text)
+    return text, default_port
+
+
+def make_resolver(
+    nameserver: str, port: int = 53, *, timeout: float = 2.0, lifetime: float = 5.0
+) -> dns.asyncresolver.Resolver:
+    """A resolver that asks only `nameserver:port`, never /etc/resolv.conf."""
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [nameserver]
+    resolver.port = port
+    resolver.timeout = timeout
+    resolver.lifetime = lifetime
+    resolver.cache = None
+    return resolver
+
+
+def resolver_from_endpoint(endpoint: str) -> dns.asyncresolver.Resolver:
+    """`make_resolver` from an `IP:PORT` string as given on the command line."""
+    host, port = parse_endpoint(endpoint)
+    return make_resolver(host, port)
