@@ -118,3 +118,42 @@ def strongest(actions: Sequence[Action | None]) -> Action | None:
     """The strongest action asked for, or None when no check asked for one."""
     present = [a for a in actions if a is not None]
     return max(present, key=ACTION_STRENGTH.__getitem__) if present else None
+
+
+@dataclass
+class Verdict:
+    """The outcome of all checks for one message (or one connection, at CONNECT).
+
+    `scl` is the reference host's Spam Confidence Level: -1 bypass, 0-1 clean, 5-6 spam,
+    7-9 high-confidence spam; never 2-4. `headers` are added to the message before it is
+    spooled (spam headers, Authentication-Results, ARC set), in the order given.
+    """
+
+    action: Action = Action.DELIVER
+    score: float = 0.0
+    scl: int = 0
+    reason: str = ""
+    symbols: list[Symbol] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    auth_results: list[str] = field(default_factory=list)
+
+
+class Filter(Protocol):
+    """What the SMTP server calls: a role's checks and policy, as one object.
+
+    `evaluate` runs the checks of one phase and returns the verdict; the server turns
+    REJECT into a 5xx and TEMPFAIL into a 4xx naming `reason`, hands QUARANTINE to the
+    quarantine sink, and spools DELIVER / JUNK with `headers` added.
+    """
+
+    async def evaluate(self, ctx: MessageContext, phase: Phase) -> Verdict: ...
+
+
+class QuarantineSink(Protocol):
+    """Where the server puts a message the verdict quarantines; returns the quarantine id.
+
+    It must have the message durably on disk before it returns: the client gets its 250
+    only then.
+    """
+
+    async def quarantine(self, ctx: MessageContext, verdict: Verdict) -> str: ...
