@@ -1,9 +1,73 @@
-"""`mxflow auth` subcommands (not yet implemented)."""
+"""`mxflow auth check`: the Authentication-Results mxflow would add to a message."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import ipaddress
+from pathlib import Path
+
+from mxflow.auth.authenticate import authenticate
+from mxflow.auth.results import strip_our_results
 from mxflow.commands import Subparsers
+from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.errors import MxflowError
 
 
 def register(sub: Subparsers) -> None:
     """Add the `auth` subcommands to the `mxflow` parser."""
+    parser = sub.add_parser("auth", help="sender authentication: SPF, DKIM, DMARC, ARC")
+    auth_sub = parser.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
+    check = auth_sub.add_parser(
+        "check", help="print the Authentication-Results mxflow would add to a message"
+    )
+    check.add_argument("message", metavar="MESSAGE_FILE", help="message file (RFC 5322)")
+    check.add_argument("--ip", required=True, help="the connecting client's IP address")
+    check.add_argument("--helo", required=True, help="the name the client gave in HELO/EHLO")
+    check.add_argument(
+        "--mail-from", required=True, help="the MAIL FROM address ('' for the null sender)"
+    )
+    check.add_argument("--resolver", required=True, help="DNS server to ask, IP[:PORT]")
+    check.add_argument(
+        "--authserv-id", default="mxflow.localhost", help="our name in Authentication-Results"
+    )
+    check.add_argument(
+        "--trusted-arc-sealer",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="an ARC sealing domain to trust (repeatable)",
+    )
+    check.add_argument("--verbose", action="store_true", help="also print the compauth detail")
+    check.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        raw = Path(args.message).read_bytes()
+    except OSError as exc:
+        raise MxflowError(f"cannot read message {args.message}: {exc.strerror}") from exc
+    try:
+        ipaddress.ip_address(args.ip)
+    except ValueError as exc:
+        raise MxflowError(f"--ip {args.ip!r} is not an IP address") from exc
+    try:
+        resolver = resolver_from_endpoint(args.resolver)
+    except ValueError as exc:
+        raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
+    raw = strip_our_results(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), args.authserv_id)
+    outcome = asyncio.run(
+        authenticate(
+            raw,
+            ip=args.ip,
+            helo=args.helo,
+            mail_from=args.mail_from.strip("<>"),
+            resolver=resolver,
+            trusted_arc_sealers=args.trusted_arc_sealer,
+            receiver=args.authserv_id,
+        )
+    )
+    print(f"Authentication-Results: {outcome.header(args.authserv_id)}".replace("\r\n", "\n"))
+    if args.verbose:
+        print(f"; compauth {outcome.compauth.code}: {outcome.compauth.detail}")
+    return 0

@@ -1,9 +1,42 @@
-"""`mxflow config` subcommands (not yet implemented)."""
+"""`mxflow config check FILE`: validate a node's configuration without starting it."""
 
 from __future__ import annotations
 
+import argparse
+
 from mxflow.commands import Subparsers
+from mxflow.config import load_config
 
 
 def register(sub: Subparsers) -> None:
     """Add the `config` subcommands to the `mxflow` parser."""
+    p = sub.add_parser("config", help="work with node configuration files")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    check = csub.add_parser("check", help="validate FILE; every error names file, key and fix")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--data-dir", metavar="DIR", help="as `mxflow serve --data-dir`")
+    check.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file, data_dir=args.data_dir)
+    listeners = ", ".join(f"{x.address}:{x.port} ({x.tls})" for x in config.listeners)
+    domains = ", ".join(f"{d.domain} ({d.type})" for d in config.accepted_domains) or "none"
+    routes = ", ".join(
+        f"{'/'.join(r.domains)} -> "
+        + (
+            "MX"
+            if r.mx
+            else f"maildir {r.maildir}"
+            if r.maildir
+            else " ".join(f"{h.host}:{h.port}" for h in r.smart_hosts)
+        )
+        + f" (tls {r.tls})"
+        for r in config.routes
+    )
+    print(f"{args.file}: OK — node {config.name} ({config.role}), {config.hostname}")
+    print(f"  listeners: {listeners}")
+    print(f"  accepted domains: {domains}")
+    print(f"  routes: {routes or 'none'}")
+    print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
+    return 0

@@ -1,9 +1,109 @@
-"""`mxflow dkim` subcommands (not yet implemented)."""
+"""`mxflow dkim`: make a signing key and its DNS record; sign or verify a message file."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from mxflow.auth.dkim import dkim_sign, verify_dkim
+from mxflow.auth.keys import SigningKeyError, generate_key, load_signing_key, split_txt
 from mxflow.commands import Subparsers
+from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.errors import MxflowError
 
 
 def register(sub: Subparsers) -> None:
     """Add the `dkim` subcommands to the `mxflow` parser."""
+    parser = sub.add_parser("dkim", help="DKIM keys, signing and verification")
+    dkim_sub = parser.add_subparsers(dest="dkim_command", metavar="SUBCOMMAND", required=True)
+
+    keygen = dkim_sub.add_parser(
+        "keygen", help="write a new private key and print its DNS TXT record"
+    )
+    keygen.add_argument("--domain", required=True, help="signing domain (d=)")
+    keygen.add_argument("--selector", required=True, help="selector (s=)")
+    keygen.add_argument("--ed25519", action="store_true", help="Ed25519 (RFC 8463) instead of RSA")
+    keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
+    keygen.add_argument(
+        "--out", help="private key file (default SELECTOR.DOMAIN.key in the current directory)"
+    )
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    keygen.set_defaults(handler=run_keygen)
+
+    sign = dkim_sub.add_parser("sign", help="print a DKIM-Signature header for a message")
+    sign.add_argument("message", help="message file (RFC 5322)")
+    sign.add_argument("--domain", required=True)
+    sign.add_argument("--selector", required=True)
+    sign.add_argument("--key", required=True, help="private key file (PEM or Ed25519 seed)")
+    sign.set_defaults(handler=run_sign)
+
+    verify = dkim_sub.add_parser("verify", help="verify every DKIM signature of a message")
+    verify.add_argument("message", help="message file (RFC 5322)")
+    verify.add_argument("--resolver", required=True, help="DNS server to ask, IP[:PORT]")
+    verify.set_defaults(handler=run_verify)
+
+
+def dns_record_text(selector: str, domain: str, record: str) -> str:
+    """The zone-file line publishing `record`, split into 255-octet strings."""
+    strings = " ".join(f'"{s}"' for s in split_txt(record))
+    return f"{selector}._domainkey.{domain}. IN TXT ( {strings} )"
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    domain = args.domain.strip().rstrip(".").lower()
+    selector = args.selector.strip()
+    if not domain or " " in domain or not selector or " " in selector or "." in selector:
+        raise MxflowError("--domain and --selector must be a domain name and a single label")
+    if not args.ed25519 and not 1024 <= args.bits <= 8192:
+        raise MxflowError(f"--bits {args.bits}: use 1024 to 8192 (2048 recommended)")
+    path = Path(args.out or f"{selector}.{domain}.key")
+    if path.exists() and not args.force:
+        raise MxflowError(f"{path} exists; use --force to replace it")
+    pem, record = generate_key("ed25519" if args.ed25519 else "rsa", args.bits)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    except OSError as exc:
+        raise MxflowError(f"cannot write {path}: {exc.strerror}") from exc
+    print(f"; private key written to {path}")
+    print(dns_record_text(selector, domain, record))
+    return 0
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise MxflowError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    raw = _read(args.message, "message")
+    try:
+        key = load_signing_key(_read(args.key, "key"), source=args.key)
+    except SigningKeyError as exc:
+        raise MxflowError(str(exc)) from exc
+    try:
+        name, value = asyncio.run(dkim_sign(raw, args.domain, args.selector, key))
+    except ValueError as exc:
+        raise MxflowError(str(exc)) from exc
+    print(f"{name}: {value}".replace("\r\n", "\n"))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    raw = _read(args.message, "message")
+    try:
+        resolver = resolver_from_endpoint(args.resolver)
+    except ValueError as exc:
+        raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
+    results = asyncio.run(verify_dkim(raw, resolver))
+    if not results:
+        print("dkim=none (message not signed)")
+        return 1
+    for result in results:
+        print(result.ar_part())
+    return 0 if any(r.result == "pass" for r in results) else 1

@@ -1,9 +1,168 @@
-"""`mxflow filter` subcommands (not yet implemented)."""
+"""`mxflow filter check | learn`: score message files, train the content classifier.
+
+    mxflow filter check PATH... [--config NODE.toml] [--ip IP --helo NAME --mail-from ADDR]
+                                [--resolver IP:PORT] [--clamd ADDR] [--json]
+    mxflow filter learn --spam|--ham PATH... [--config NODE.toml | --model FILE] [--unlearn]
+
+PATH is a message file, a folder of them, or a Maildir (its cur/ and new/). Without a
+resolver the DNS-based checks are skipped, and the output says so.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from mxflow.checks.base import MessageContext, Phase, Verdict
 from mxflow.commands import Subparsers
+from mxflow.errors import MxflowError
 
 
 def register(sub: Subparsers) -> None:
     """Add the `filter` subcommands to the `mxflow` parser."""
+    p = sub.add_parser("filter", help="score messages with the spam/malware filter; train it")
+    fsub = p.add_subparsers(dest="filter_command", metavar="SUBCOMMAND", required=True)
+    check = fsub.add_parser("check", help="score message files: score, SCL, action, symbols")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or Maildir")
+    check.add_argument("--config", metavar="NODE.toml", help="use this node's [filter] policy")
+    check.add_argument("--ip", default="192.0.2.1", help="client IP (default 192.0.2.1)")
+    check.add_argument("--helo", default="", help="HELO name the client gave")
+    check.add_argument("--mail-from", default="", help="envelope sender")
+    check.add_argument("--rcpt", action="append", default=[], help="envelope recipient")
+    check.add_argument("--resolver", metavar="IP:PORT", help="DNS server for DNS-based checks")
+    check.add_argument("--clamd", metavar="ADDR", help="clamd: unix:/path or HOST:PORT")
+    check.add_argument("--json", action="store_true", help="one JSON object per message")
+    check.set_defaults(handler=run_check)
+
+    learn = fsub.add_parser("learn", help="train the classifier with messages of one class")
+    cls = learn.add_mutually_exclusive_group(required=True)
+    cls.add_argument("--spam", action="store_true", help="the messages are spam")
+    cls.add_argument("--ham", action="store_true", help="the messages are not spam")
+    learn.add_argument("paths", nargs="+", metavar="PATH")
+    where = learn.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", metavar="NODE.toml", help="train this node's model")
+    where.add_argument("--model", metavar="FILE", help="train this model file")
+    learn.add_argument("--unlearn", action="store_true", help="undo an earlier learn")
+    learn.set_defaults(handler=run_learn)
+
+
+def message_files(paths: list[str]) -> Iterator[Path]:
+    """Every message file under `paths`: files as given, folders and Maildirs walked."""
+    for text in paths:
+        path = Path(text)
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            if (path / "cur").is_dir() and (path / "new").is_dir():
+                roots = [path / "new", path / "cur"]
+            else:
+                roots = [path]
+            for root in roots:
+                for child in sorted(root.rglob("*")):
+                    parts = child.relative_to(root).parts
+                    if child.is_file() and not any(p.startswith(".") for p in parts):
+                        yield child
+        else:
+            raise MxflowError(f"{text}: no such file or folder")
+
+
+def read_message(path: Path) -> bytes:
+    """A message file with CRLF line ends, as the SMTP server hands messages to checks."""
+    raw = path.read_bytes()
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def verdict_json(path: Path, verdict: Verdict) -> dict[str, object]:
+    return {
+        "path": str(path),
+        "score": verdict.score,
+        "scl": verdict.scl,
+        "action": verdict.action.value,
+        "reason": verdict.reason,
+        "symbols": [
+            {"name": s.name, "score": s.score, "detail": s.detail} for s in verdict.symbols
+        ],
+    }
+
+
+def _pipeline(args: argparse.Namespace) -> object:
+    from mxflow.checks.pipeline import FilterPipeline
+    from mxflow.checks.policy import FilterPolicy
+    from mxflow.dns.resolver import resolver_from_endpoint
+
+    resolver = resolver_from_endpoint(args.resolver) if args.resolver else None
+    if args.config:
+        from mxflow.checks.node import node_policy
+        from mxflow.config import load_config
+
+        policy = node_policy(load_config(args.config))
+    else:
+        policy = FilterPolicy()
+    return FilterPipeline(policy, resolver=resolver, clamd=args.clamd)
+
+
+async def _check(args: argparse.Namespace) -> int:
+    from mxflow.checks.pipeline import FilterPipeline
+
+    pipeline = _pipeline(args)
+    assert isinstance(pipeline, FilterPipeline)
+    if pipeline.skipped and not args.json:
+        print(f"note: no --resolver: DNS-based checks skipped ({', '.join(pipeline.skipped)})")
+    count = 0
+    for path in message_files(args.paths):
+        count += 1
+        ctx = MessageContext(
+            client_ip=args.ip,
+            helo=args.helo,
+            mail_from=args.mail_from,
+            rcpt_tos=list(args.rcpt),
+            raw=read_message(path),
+        )
+        verdict = await pipeline.evaluate(ctx, Phase.DATA)
+        if args.json:
+            print(json.dumps(verdict_json(path, verdict)), flush=True)
+            continue
+        reason = f" ({verdict.reason})" if verdict.reason else ""
+        print(
+            f"{path}: score {verdict.score:.2f}, SCL {verdict.scl}, "
+            f"action {verdict.action.value}{reason}"
+        )
+        for symbol in verdict.symbols:
+            detail = f"  {symbol.detail}" if symbol.detail else ""
+            print(f"    {symbol.name:24} {symbol.score:7.2f}{detail}")
+    if count == 0:
+        raise MxflowError("no message files found")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    return asyncio.run(_check(args))
+
+
+def run_learn(args: argparse.Namespace) -> int:
+    from mxflow.checks.bayes import Trainer
+
+    if args.config:
+        from mxflow.checks.node import node_trainer
+        from mxflow.config import load_config
+
+        trainer = node_trainer(load_config(args.config))
+    else:
+        trainer = Trainer(Path(args.model))
+    count = 0
+    model = None
+    for path in message_files(args.paths):
+        model = trainer.train(read_message(path), args.spam, unlearn=args.unlearn)
+        count += 1
+    if model is None:
+        raise MxflowError("no message files found")
+    verb = "unlearnt" if args.unlearn else "learnt"
+    kind = "spam" if args.spam else "ham"
+    print(
+        f"{verb} {count} message(s) as {kind}; {trainer.path}: "
+        f"{model.nham} ham, {model.nspam} spam, {len(model.counts)} tokens"
+    )
+    return 0

@@ -40,3 +40,20 @@ def resolver_from_endpoint(endpoint: str) -> dns.asyncresolver.Resolver:
     """`make_resolver` from an `IP:PORT` string as given on the command line."""
     host, port = parse_endpoint(endpoint)
     return make_resolver(host, port)
+
+
+def describe_dns_error(exc: BaseException) -> str:
+    """One line for a failed lookup, e.g. `no answer from 127.0.0.53:5353 (timed out)`."""
+    import dns.exception
+    import dns.resolver
+
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return "the name does not exist"
+    if isinstance(exc, dns.exception.Timeout):
+        return "the resolver did not answer (timed out)"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return "the resolver refused or failed the query (SERVFAIL/REFUSED)"
+    if isinstance(exc, dns.resolver.NoAnswer):
+        return "no record of that type"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text

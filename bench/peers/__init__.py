@@ -1,0 +1,1 @@
+"""Private instances of the peers mxflow is measured against (Postfix, rspamd, SpamAssassin)."""

@@ -1,0 +1,348 @@
+"""Relay throughput and latency: mxflow gateway vs a Postfix relay, in the same run (issue 2).
+
+    smtp-source -> mxflow gateway (127.0.99.3:2525) -> smtp-sink (127.0.99.1:2526)
+    smtp-source -> Postfix relay  (127.0.0.1:2625) -> smtp-sink (the same one)
+
+For every message size (KB) and number of concurrent sessions, each target gets, in turn
+(the order alternates from cell to cell):
+
+* throughput: `smtp-source -s SESSIONS -m COUNT -l SIZE` (one connection per message), timed
+  from its start until smtp-sink has counted every message — end to end, so a relay that
+  queues faster than it delivers gets no credit for the backlog;
+* latency: the asyncio client of bench/lib/smtpclient.py at the same sessions and size,
+  timing every transaction (connect to the 250 after the final "."), p50 and p99;
+* check: smtp-sink's counter grew by exactly the number of messages accepted.
+
+Prints one table with messages/s, latencies and the ratio mxflow/Postfix. Installs nothing;
+says what is missing (bench/README.md has the set-up).
+
+    .venv/bin/python bench/relay.py                 # 2/10/100 KB x 1/20/100 sessions
+    .venv/bin/python bench/relay.py --quick         # fewer messages per cell
+    .venv/bin/python bench/relay.py --sizes 10 --sessions 20 --count 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lib import procs, profile, stats
+from lib.sink import Sink
+from lib.smtpclient import run_load
+from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
+from peers.postfix import Postfix, PostfixConfig
+
+SINK = ("127.0.99.1", 2526)
+# Postfix insists that inet_interfaces be an address of an interface: lo has only 127.0.0.1.
+POSTFIX = ("127.0.0.1", 2625)
+MXFLOW = ("127.0.99.3", 2525)
+SENDER = "sender@example.org"
+RCPT = "user@contoso.com"
+
+
+@dataclass
+class Cell:
+    target: str
+    size_kb: int
+    sessions: int
+    count: int = 0  # messages smtp-source sent
+    seconds: float = math.nan  # smtp-source start -> last message in the sink
+    accept_seconds: float = math.nan  # smtp-source start -> smtp-source exit
+    msgs_per_s: float = math.nan
+    lat_count: int = 0
+    lat_p50_ms: float = math.nan
+    lat_p99_ms: float = math.nan
+    lat_msgs_per_s: float = math.nan
+    sink_expected: int = 0
+    sink_got: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.sink_got == self.sink_expected
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def measure(
+    target: str,
+    addr: tuple[str, int],
+    *,
+    sink: Sink,
+    size_kb: int,
+    sessions: int,
+    count: int,
+    lat_count: int,
+    timeout: float,
+    message: Path | None = None,
+) -> Cell:
+    """One target, one cell: smtp-source throughput, client latency, sink check.
+
+    With `message`, that file is sent (smtp-source -F) instead of smtp-source's -l filler.
+    """
+    cell = Cell(target, size_kb, sessions, count)
+    start_count = sink.received()
+    # 1. Throughput with smtp-source, end to end into the sink.
+    argv = [
+        "smtp-source", "-s", str(sessions), "-m", str(count),
+        *(["-F", str(message)] if message else ["-l", str(size_kb * 1024)]),
+        "-f", SENDER, "-t", RCPT, "-M", "bench.example.org", f"{addr[0]}:{addr[1]}",
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    try:
+        src = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        cell.accept_seconds = time.monotonic() - t0
+        if src.returncode != 0:
+            cell.errors.append(f"smtp-source exit {src.returncode}: {src.stderr.strip()[-300:]}")
+    except subprocess.TimeoutExpired:
+        cell.errors.append(f"smtp-source did not finish in {timeout:.0f} s")
+    done = sink.wait_for(start_count + count, timeout)
+    if done is not None:
+        cell.seconds = done - t0
+        cell.msgs_per_s = count / cell.seconds
+    else:
+        cell.errors.append(f"sink got {sink.received() - start_count} of {count} in time")
+    # 2. Latency with the asyncio client, same sessions and size.
+    if lat_count > 0:
+        mid_count = sink.received()
+        try:
+            load = asyncio.run(
+                run_load(
+                    addr[0],
+                    addr[1],
+                    count=lat_count,
+                    concurrency=sessions,
+                    size=size_kb * 1024,
+                    limit=timeout,
+                    message=message.read_bytes() if message else None,
+                )
+            )
+            cell.lat_count = load.sent
+            cell.lat_p50_ms = 1000 * stats.percentile(load.latencies, 50)
+            cell.lat_p99_ms = 1000 * stats.percentile(load.latencies, 99)
+            cell.lat_msgs_per_s = load.sent / load.seconds if load.seconds else math.nan
+            if load.errors:
+                cell.errors.append(f"{len(load.errors)} client errors, e.g. {load.errors[0]}")
+        except TimeoutError:
+            cell.errors.append(f"latency client did not finish in {timeout:.0f} s")
+        if sink.wait_for(mid_count + cell.lat_count, timeout) is None:
+            cell.errors.append("sink missed messages of the latency run")
+    # 3. Every accepted message reached the sink, and nothing more.
+    time.sleep(0.2)
+    cell.sink_expected = count + cell.lat_count
+    cell.sink_got = sink.received() - start_count
+    status = "ok" if cell.ok else "; ".join(cell.errors) or "sink count differs"
+    log(
+        f"{target:8} {size_kb:4d} KB x{sessions:4d}: {cell.msgs_per_s:8.1f} msg/s "
+        f"(accepted in {cell.accept_seconds:.2f} s), p50 {cell.lat_p50_ms:.1f} ms "
+        f"p99 {cell.lat_p99_ms:.1f} ms, sink {cell.sink_got}/{cell.sink_expected} {status}"
+    )
+    return cell
+
+
+def warm_up(addr: tuple[str, int], sink: Sink, timeout: float, message: Path | None = None) -> None:
+    """40 messages over 4 sessions, not counted: process pools spawned, caches filled."""
+    before = sink.received()
+    argv = [
+        "smtp-source", "-s", "4", "-m", "40",
+        *(["-F", str(message)] if message else ["-l", "10240"]),
+        "-f", SENDER, "-t", RCPT, "-M", "bench.example.org", f"{addr[0]}:{addr[1]}",
+    ]  # fmt: skip
+    subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    if sink.wait_for(before + 40, timeout) is None:
+        raise RuntimeError(f"warm-up through {addr[0]}:{addr[1]} did not reach the sink")
+
+
+def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float) -> None:
+    """py-spy record on mxflow (and its workers) while smtp-source keeps it busy."""
+    out = procs.BENCH_ROOT / "mxflow-profile.txt"
+    spy = profile.start(pid, seconds, out)
+    if spy is None:
+        log("--profile: py-spy not found (see bench/README.md); skipped")
+        return
+    time.sleep(1.0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and spy.poll() is None:
+        measure("mxflow", MXFLOW, sink=sink, size_kb=10, sessions=20, count=500,
+                lat_count=0, timeout=timeout)  # fmt: skip
+    spy.wait(timeout)
+    summary = profile.summarise(out)
+    (procs.BENCH_ROOT / "mxflow-profile-summary.txt").write_text(summary + "\n")
+    print(f"\nmxflow under load, py-spy ({out}):\n{summary}\n")
+
+
+def fmt(v: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def table(cells: list[Cell]) -> str:
+    by = {(c.target, c.size_kb, c.sessions): c for c in cells}
+    keys = sorted({(c.size_kb, c.sessions) for c in cells})
+    lines = [
+        "| size | sessions | Postfix msg/s | mxflow msg/s | **mxflow/Postfix** "
+        "| Postfix p50 / p99 ms | mxflow p50 / p99 ms | sink check |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for size, sessions in keys:
+        p = by.get(("postfix", size, sessions))
+        m = by.get(("mxflow", size, sessions))
+        ratio = m.msgs_per_s / p.msgs_per_s if p and m else math.nan
+        check = "ok" if all(c.ok for c in (p, m) if c) else "FAIL"
+        lines.append(
+            f"| {size} KB | {sessions} "
+            f"| {fmt(p.msgs_per_s) if p else '-'} | {fmt(m.msgs_per_s) if m else '-'} "
+            f"| **{fmt(ratio, 2)}** "
+            f"| {fmt(p.lat_p50_ms, 1) + ' / ' + fmt(p.lat_p99_ms, 1) if p else '-'} "
+            f"| {fmt(m.lat_p50_ms, 1) + ' / ' + fmt(m.lat_p99_ms, 1) if m else '-'} "
+            f"| {check} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="2,10,100", help="message sizes in KB (default 2,10,100)"
+    )
+    parser.add_argument(
+        "--sessions", default="1,20,100", help="concurrent sessions (default 1,20,100)"
+    )
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=2000,
+        help="smtp-source messages per cell (default 2000; a quarter at 1 session)",
+    )
+    parser.add_argument(
+        "--latency-count",
+        type=int,
+        default=500,
+        help="messages timed per cell (default 500; 0: skip)",
+    )
+    parser.add_argument("--quick", action="store_true", help="300 messages per cell, 150 timed")
+    parser.add_argument("--targets", default="postfix,mxflow", help="comma-separated subset")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=CONFIGS / "mxflow-gateway.toml",
+        help="mxflow node config (template)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound on each step, seconds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the cells to this file")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the table, sample mxflow with py-spy under 10 KB x 20-session load",
+    )
+    args = parser.parse_args()
+    procs.exit_on_sigterm()
+    if args.quick:
+        args.count, args.latency_count = 300, 150
+    sizes = [int(s) for s in args.sizes.split(",")]
+    sessions_list = [int(s) for s in args.sessions.split(",")]
+    targets = [t for t in args.targets.split(",") if t]
+
+    try:
+        procs.require(
+            {"smtp-source": "apt-get install postfix", "smtp-sink": "apt-get install postfix"}
+        )
+        pf = (
+            Postfix(PostfixConfig("postfix-relay", *POSTFIX, *SINK))
+            if "postfix" in targets
+            else None
+        )
+        mx = (
+            Mxflow(
+                MxflowConfig(
+                    args.config, procs.BENCH_ROOT / "mxflow-relay", *MXFLOW,
+                    replace={"127.0.99.3": MXFLOW[0], "127.0.99.1:2526": f"{SINK[0]}:{SINK[1]}"},
+                )
+            )
+            if "mxflow" in targets else None
+        )  # fmt: skip
+        if pf is not None:
+            pf.check_alternate()
+    except procs.Missing as exc:
+        print(f"relay.py: {exc}", file=sys.stderr)
+        return 2
+
+    lock = procs.bench_lock()
+    log(f"machine: {procs.machine()}")
+    sink = Sink(*SINK, procs.BENCH_ROOT / "smtp-sink.log")
+    cells: list[Cell] = []
+    exit_status: int | None = None
+    try:
+        sink.start()
+        if pf is not None:
+            pf.start()
+            log(f"Postfix relay on {POSTFIX[0]}:{POSTFIX[1]} ({pf.root})")
+        if mx is not None:
+            mx.start()
+            log(f"mxflow on {MXFLOW[0]}:{MXFLOW[1]} (pid {mx.pid}, {mx.config_file})")
+        addrs = {"postfix": POSTFIX, "mxflow": MXFLOW}
+        order = [t for t in ("postfix", "mxflow") if t in targets]
+        for target in order:
+            warm_up(addrs[target], sink, args.timeout)
+        n = 0
+        for size in sizes:
+            for sessions in sessions_list:
+                count = args.count if sessions > 1 else max(50, args.count // 4)
+                lat = args.latency_count if sessions > 1 else max(0, args.latency_count // 2)
+                for target in order if n % 2 == 0 else order[::-1]:
+                    cell = measure(
+                        target,
+                        addrs[target],
+                        sink=sink,
+                        size_kb=size,
+                        sessions=sessions,
+                        count=count,
+                        lat_count=lat,
+                        timeout=args.timeout,
+                    )
+                    cells.append(cell)
+                n += 1
+        if args.profile > 0 and mx is not None and mx.pid is not None:
+            profile_mxflow(mx.pid, sink, args.profile, args.timeout)
+    finally:
+        if mx is not None:
+            exit_status = mx.stop()
+            if exit_status not in (0, None, -15):
+                log(f"mxflow exited with {exit_status}; log tail:\n{mx.log_tail()}")
+        if pf is not None:
+            if not pf.queue_empty():
+                log("Postfix queue not empty at the end")
+            pf.stop()
+        sink.stop()
+        del lock
+
+    day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"\nRelay throughput (end to end into smtp-sink) and transaction latency, {day}")
+    print(f"machine: {procs.machine()}")
+    print(table(cells))
+    failed = [c for c in cells if not c.ok]
+    for c in failed:
+        what = f"{c.target} {c.size_kb} KB x{c.sessions}"
+        print(f"FAIL {what}: sink {c.sink_got}/{c.sink_expected}; {'; '.join(c.errors)}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"date": day, "machine": procs.machine(), "cells": [asdict(c) for c in cells]},
+                indent=2,
+            )
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

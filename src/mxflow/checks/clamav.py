@@ -1,0 +1,122 @@
+"""ClamAV through clamd's socket, with the INSTREAM command.
+
+The whole message goes to clamd (it decodes MIME and archives itself) as `zINSTREAM\\0`
+followed by chunks, each a 4-byte big-endian length and the bytes, and a zero length; the
+answer is `stream: OK`, `stream: NAME FOUND` or `... ERROR`. A found signature is the
+`CLAM_VIRUS` symbol (never delivered); when clamd cannot be reached or errs the message is
+tempfailed (4xx), because a configured scanner that is down must not let malware through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from dataclasses import dataclass
+
+from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
+from mxflow.checks.policy import FilterPolicy
+
+CHUNK = 256 * 1024
+
+
+class ClamdError(Exception):
+    """clamd could not be reached, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class ClamdAddress:
+    """`unix:/path`, `/path` or `HOST:PORT`."""
+
+    text: str
+
+    @property
+    def unix_path(self) -> str | None:
+        if self.text.startswith("unix:"):
+            return self.text[5:]
+        if self.text.startswith("/"):
+            return self.text
+        return None
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+async def _open(address: ClamdAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    path = address.unix_path
+    if path is not None:
+        return await asyncio.open_unix_connection(path)
+    host, port = address.host_port()
+    reader, writer = await asyncio.open_connection(host, port)
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
+async def ping(address: ClamdAddress, wait: float = 2.0) -> bool:
+    """True when clamd answers PONG."""
+    try:
+        reader, writer = await asyncio.wait_for(_open(address), wait)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    try:
+        writer.write(b"zPING\0")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(64), wait)
+        return answer.rstrip(b"\0\n") == b"PONG"
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+async def scan_bytes(address: ClamdAddress, data: bytes) -> str | None:
+    """The signature name clamd finds in `data`, or None when clean; ClamdError otherwise."""
+    try:
+        reader, writer = await _open(address)
+    except (OSError, ValueError) as exc:
+        raise ClamdError(f"cannot reach clamd at {address.text}: {exc}") from exc
+    try:
+        writer.write(b"zINSTREAM\0")
+        for start in range(0, len(data), CHUNK):
+            chunk = data[start : start + CHUNK]
+            writer.write(struct.pack("!I", len(chunk)) + chunk)
+            await writer.drain()
+        writer.write(struct.pack("!I", 0))
+        await writer.drain()
+        answer = (await reader.read(4096)).rstrip(b"\0\n").decode("utf-8", "replace")
+    except OSError as exc:
+        raise ClamdError(f"clamd at {address.text}: {exc}") from exc
+    finally:
+        writer.close()
+    if answer.endswith(" FOUND"):
+        return answer.removeprefix("stream:").removesuffix(" FOUND").strip()
+    if answer.endswith("OK"):
+        return None
+    raise ClamdError(f"clamd at {address.text} answered {answer!r}")
+
+
+@dataclass
+class ClamavCheck:
+    policy: FilterPolicy
+    address: ClamdAddress
+    name: str = "clamav"
+    phase: Phase = Phase.DATA
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        result = CheckResult()
+        if len(ctx.raw) > self.policy.max_scan_size:
+            result.add("CLAM_SKIPPED_SIZE", 0.0, f"{len(ctx.raw)} bytes")
+            return result
+        try:
+            found = await scan_bytes(self.address, ctx.raw)
+        except ClamdError as exc:
+            result.add("CLAM_UNAVAILABLE", 0.0, str(exc))
+            result.action = Action.TEMPFAIL
+            result.reason = "malware scanner unavailable, try again later"
+            return result
+        if found:
+            result.add("CLAM_VIRUS", self.policy.score("CLAM_VIRUS", 20.0), found)
+        return result

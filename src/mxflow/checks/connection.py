@@ -1,0 +1,198 @@
+"""Connection checks: DNS blocklists, forward-confirmed reverse DNS, HELO sanity, rate limits.
+
+These look only at the client (IP, HELO name), so the blocklist, FCrDNS and rate checks
+run at CONNECT and HELO at ENVELOPE; their symbols also count in the message's score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import dns.asyncresolver
+
+from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
+from mxflow.checks.dnsquery import LookupFailed, addresses, ptr_names, reversed_ip
+from mxflow.checks.policy import FilterPolicy
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?$", re.I
+)
+_ADDRESS_LITERAL = re.compile(r"^\[(ipv6:)?([0-9a-f:.]+)\]$", re.I)
+
+
+def _label(zone: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", zone.upper()).strip("_")
+
+
+@dataclass
+class DnsblCheck:
+    """The client IP against each configured DNS blocklist zone (`RBL_<ZONE>` symbols)."""
+
+    policy: FilterPolicy
+    resolver: dns.asyncresolver.Resolver
+    name: str = "dnsbl"
+    phase: Phase = Phase.CONNECT
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        result = CheckResult()
+        try:
+            query = reversed_ip(ctx.client_ip)
+        except ValueError:
+            return result
+        zones = sorted(self.policy.dnsbl_zones.items())
+        answers = await asyncio.gather(
+            *(addresses(self.resolver, f"{query}.{zone}") for zone, _ in zones),
+            return_exceptions=True,
+        )
+        for (zone, weight), answer in zip(zones, answers, strict=True):
+            symbol = f"RBL_{_label(zone)}"
+            if isinstance(answer, LookupFailed):
+                result.add(f"{symbol}_FAIL", 0.0, str(answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+            elif any(a.startswith("127.") for a in answer):
+                score = self.policy.score(symbol, weight)
+                result.add(symbol, score, f"{ctx.client_ip} listed in {zone} ({answer[0]})")
+        return result
+
+
+@dataclass
+class FcrdnsCheck:
+    """Forward-confirmed reverse DNS: a PTR name that resolves back to the client IP."""
+
+    policy: FilterPolicy
+    resolver: dns.asyncresolver.Resolver
+    name: str = "fcrdns"
+    phase: Phase = Phase.CONNECT
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        result = CheckResult()
+        try:
+            names = await ptr_names(self.resolver, ctx.client_ip)
+        except LookupFailed as exc:
+            result.add("RDNS_FAIL", 0.0, str(exc))
+            return result
+        except ValueError:
+            return result
+        if not names:
+            result.add(
+                "RDNS_NONE", self.policy.score("RDNS_NONE", 1.5), f"no PTR for {ctx.client_ip}"
+            )
+            return result
+        rdtype = "AAAA" if ":" in ctx.client_ip else "A"
+        for host in names[:5]:
+            try:
+                forward = await addresses(self.resolver, host, rdtype)
+            except LookupFailed:
+                continue
+            if _same_ip(ctx.client_ip, forward):
+                ctx.client_hostname = host
+                result.add("FCRDNS_OK", self.policy.score("FCRDNS_OK", -0.5), host)
+                return result
+        result.add(
+            "FCRDNS_MISMATCH",
+            self.policy.score("FCRDNS_MISMATCH", 1.0),
+            f"PTR {names[0]} does not resolve back to {ctx.client_ip}",
+        )
+        return result
+
+
+def _same_ip(ip: str, answers: list[str]) -> bool:
+    try:
+        wanted = ipaddress.ip_address(ip)
+        return any(ipaddress.ip_address(a) == wanted for a in answers)
+    except ValueError:
+        return False
+
+
+@dataclass
+class HeloCheck:
+    """HELO sanity: a fully qualified name or an address literal matching the client."""
+
+    policy: FilterPolicy
+    name: str = "helo"
+    phase: Phase = Phase.ENVELOPE
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        result = CheckResult()
+        helo = ctx.helo.strip()
+        if not helo:  # unknown (e.g. `mxflow filter check` without --helo): nothing to judge
+            return result
+        literal = _ADDRESS_LITERAL.match(helo)
+        if literal:
+            if not _same_ip(ctx.client_ip, [literal.group(2)]):
+                result.add(
+                    "HELO_IP_MISMATCH",
+                    self.policy.score("HELO_IP_MISMATCH", 2.0),
+                    f"HELO {helo} from {ctx.client_ip}",
+                )
+            return result
+        try:
+            ipaddress.ip_address(helo)
+            result.add("HELO_BARE_IP", self.policy.score("HELO_BARE_IP", 1.5), helo)
+            return result
+        except ValueError:
+            pass
+        if not _HOSTNAME.match(helo):
+            result.add("HELO_NOT_FQDN", self.policy.score("HELO_NOT_FQDN", 1.0), helo)
+            return result
+        lowered = helo.lower().rstrip(".")
+        local = ctx.local_hostname.lower().rstrip(".")
+        if local and lowered == local:
+            result.add("HELO_IS_OURS", self.policy.score("HELO_IS_OURS", 3.0), helo)
+        return result
+
+
+@dataclass
+class _Client:
+    starts: deque[float] = field(default_factory=deque)
+    open: int = 0
+
+
+class RateLimiter:
+    """Per-client-IP connection rate (per minute) and concurrency, counted at CONNECT.
+
+    The server calls `closed(ip)` when a session ends; `RATE_LIMIT` asks for TEMPFAIL so
+    a legitimate sender retries later while a flood is slowed down.
+    """
+
+    name = "rate"
+    phase = Phase.CONNECT
+
+    def __init__(self, policy: FilterPolicy) -> None:
+        self.policy = policy
+        self.clients: dict[str, _Client] = {}
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        result = CheckResult()
+        now = time.monotonic()
+        client = self.clients.setdefault(ctx.client_ip, _Client())
+        while client.starts and now - client.starts[0] > 60.0:
+            client.starts.popleft()
+        if client.open >= self.policy.max_connections_per_ip:
+            result.add("CONCURRENCY_LIMIT", 0.0, f"{client.open} sessions open")
+            result.action = Action.TEMPFAIL
+            result.reason = f"too many concurrent connections from {ctx.client_ip}"
+            return result
+        if len(client.starts) >= self.policy.max_connections_per_minute:
+            result.add("RATE_LIMIT", 0.0, f"{len(client.starts)} connections in the last minute")
+            result.action = Action.TEMPFAIL
+            result.reason = f"too many connections from {ctx.client_ip}, try again later"
+            return result
+        client.starts.append(now)
+        client.open += 1
+        return result
+
+    def closed(self, ip: str) -> None:
+        """A session from `ip` that passed the limit has ended."""
+        client = self.clients.get(ip)
+        if client is None:
+            return
+        client.open = max(0, client.open - 1)
+        if client.open == 0 and not client.starts:
+            del self.clients[ip]

@@ -1,0 +1,77 @@
+"""A node's filter, quarantine and trainer, built from its configuration.
+
+The `[filter]` table may name `quarantine_dir` and `bayes_model` relative to the node's
+data directory; they default to `<data_dir>/quarantine` and `<data_dir>/bayes.model.gz`
+(the writable model that release-as-ham and "this is spam" train; until the first
+training it is the shipped model). Quarantine events other than "quarantined" (which the
+server records itself when it hands the message over) go to the node's message trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import dns.asyncresolver
+
+from mxflow.checks.bayes import Trainer
+from mxflow.checks.pipeline import FilterPipeline
+from mxflow.checks.policy import FilterPolicy
+from mxflow.store.quarantine import Quarantine, QuarantineEntry
+
+
+def node_policy(config: Any) -> FilterPolicy:
+    """The node's FilterPolicy with its paths resolved against the node's data directory."""
+    policy = config.filter if isinstance(config.filter, FilterPolicy) else FilterPolicy()
+    data_dir = Path(config.data_dir)
+
+    def resolve(path: Path | None, default: str) -> Path:
+        if path is None:
+            return data_dir / default
+        return path if path.is_absolute() else data_dir / path
+
+    return dataclasses.replace(
+        policy,
+        quarantine_dir=resolve(policy.quarantine_dir, "quarantine"),
+        bayes_model=resolve(policy.bayes_model, "bayes.model.gz"),
+    )
+
+
+def node_pipeline(
+    config: Any, resolver: dns.asyncresolver.Resolver | None = None
+) -> FilterPipeline:
+    return FilterPipeline(node_policy(config), resolver=resolver)
+
+
+def node_trainer(config: Any) -> Trainer:
+    policy = node_policy(config)
+    assert policy.bayes_model is not None
+    return Trainer(policy.bayes_model)
+
+
+def node_quarantine(config: Any, trace: Any = None) -> Quarantine:
+    """The node's quarantine; with a TraceStore, release/delete/expire are traced."""
+    policy = node_policy(config)
+    assert policy.quarantine_dir is not None
+
+    def on_event(entry: QuarantineEntry, event: str, detail: str) -> None:
+        if trace is None or event == "quarantined":
+            return
+        status = {"released": "Pending", "deleted": "Failed", "expired": "Failed"}.get(event, "")
+        for rcpt in entry.rcpt_tos or [""]:
+            trace.record(
+                entry.queue_id or entry.id,
+                f"quarantine-{event}",
+                message_id=entry.message_id,
+                recipient=rcpt,
+                status=status,
+                detail=f"quarantine id {entry.id}; {detail}".strip("; "),
+            )
+
+    return Quarantine(
+        policy.quarantine_dir,
+        retention_spam_days=policy.retention_spam_days,
+        retention_malware_days=policy.retention_malware_days,
+        on_event=on_event,
+    )

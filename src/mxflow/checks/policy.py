@@ -1,0 +1,169 @@
+"""The filter's policy: which checks run, their weights, thresholds and actions.
+
+`parse_filter_section` turns the `[filter]` table of a node's TOML into a typed
+`FilterPolicy`; every wrong value or unknown key is a `ConfigError` naming the file, the
+key (`filter.<key>`), what was found and what is expected, so an administrator can fix it
+without reading code. `FilterPolicy()` is the default policy `mxflow filter check` uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from mxflow.checks.base import Action
+from mxflow.errors import ConfigError
+
+CHECK_NAMES = (
+    "rate",
+    "dnsbl",
+    "fcrdns",
+    "helo",
+    "lists",
+    "sender_auth",
+    "headers",
+    "uribl",
+    "bayes",
+    "attachments",
+    "clamav",
+)
+DNS_CHECKS = ("dnsbl", "fcrdns", "uribl")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class FilterPolicy:
+    """Everything the filter pipeline needs to know; defaults are the default policy.
+
+    Scores add up to the message score; `junk_score`, `quarantine_score` and
+    `reject_score` split it into the SCL bands 5-6, 7-8 and 9 and pick the action.
+    """
+
+    checks: tuple[str, ...] = CHECK_NAMES
+    dnsbl_zones: dict[str, float] = field(default_factory=dict)  # zone -> score when listed
+    uribl_zones: dict[str, float] = field(default_factory=dict)
+    junk_score: float = 5.0
+    quarantine_score: float = 10.0
+    reject_score: float = 15.0
+    spam_action: Action = Action.JUNK  # SCL 5-6
+    high_spam_action: Action = Action.QUARANTINE  # SCL 7-8
+    reject_action: Action = Action.REJECT  # SCL 9
+    malware_action: Action = Action.QUARANTINE  # never DELIVER or JUNK
+    allow_senders: tuple[str, ...] = ()  # addresses or domains (`example.org`, `@example.org`)
+    block_senders: tuple[str, ...] = ()
+    allow_ips: tuple[IpNetwork, ...] = ()
+    block_ips: tuple[IpNetwork, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)  # symbol -> score override
+    check_timeout: float = 3.0  # seconds one check may take before it is given up
+    max_connections_per_ip: int = 20  # concurrent sessions
+    max_connections_per_minute: int = 120  # new sessions per client IP per minute
+    bayes_model: Path | None = None  # writable model; None = the shipped one
+    clamd: str | None = None  # "unix:/path", "/path" or "host:port"
+    max_scan_size: int = 25 * 1024 * 1024
+    archive_max_depth: int = 3
+    archive_max_files: int = 1000
+    archive_max_total: int = 100 * 1024 * 1024
+    archive_max_ratio: float = 100.0
+    quarantine_dir: Path | None = None
+    retention_spam_days: int = 15
+    retention_malware_days: int = 30
+
+    def enabled(self, check: str) -> bool:
+        return check in self.checks
+
+    def score(self, symbol: str, default: float) -> float:
+        """A symbol's score: the administrator's override, else the check's default."""
+        return self.scores.get(symbol, default)
+
+
+_ACTIONS = {a.value: a for a in Action}
+
+
+def parse_filter_section(table: dict[str, object], file: str) -> FilterPolicy:
+    """The `[filter]` table of a node's config as a `FilterPolicy`; raises ConfigError."""
+    known = {f.name for f in fields(FilterPolicy)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        where = f"filter.{key}"
+        if key not in known:
+            raise ConfigError(file, where, key, f"one of: {', '.join(sorted(known))}")
+        values[key] = _convert(key, value, file, where)
+    policy = FilterPolicy(**values)  # type: ignore[arg-type]
+    if not policy.junk_score <= policy.quarantine_score <= policy.reject_score:
+        raise ConfigError(
+            file,
+            "filter.junk_score",
+            (policy.junk_score, policy.quarantine_score, policy.reject_score),
+            "junk_score <= quarantine_score <= reject_score",
+        )
+    return policy
+
+
+def _convert(key: str, value: object, file: str, where: str) -> object:
+    if key == "checks":
+        names = _strings(value, file, where, "a list of check names")
+        for name in names:
+            if name not in CHECK_NAMES:
+                raise ConfigError(file, where, name, f"check names from {', '.join(CHECK_NAMES)}")
+        return tuple(names)
+    if key in ("dnsbl_zones", "uribl_zones", "scores"):
+        if not isinstance(value, dict):
+            raise ConfigError(file, where, value, "a table of name = score")
+        out: dict[str, float] = {}
+        for name, score in value.items():
+            if not isinstance(name, str) or not _is_number(score):
+                raise ConfigError(file, f"{where}.{name}", score, "a number (score)")
+            out[name.strip(".").lower() if key != "scores" else name] = float(score)
+        return out
+    if key in ("junk_score", "quarantine_score", "reject_score", "check_timeout"):
+        if not _is_number(value) or (key == "check_timeout" and float(value) <= 0):  # type: ignore[arg-type]
+            raise ConfigError(file, where, value, "a number" + (" > 0" if "timeout" in key else ""))
+        number = float(value)  # type: ignore[arg-type]
+        if math.isnan(number):
+            raise ConfigError(file, where, value, "a number")
+        return number
+    if key == "archive_max_ratio":
+        if not _is_number(value) or float(value) < 1:  # type: ignore[arg-type]
+            raise ConfigError(file, where, value, "a number >= 1")
+        return float(value)  # type: ignore[arg-type]
+    if key in ("spam_action", "high_spam_action", "reject_action", "malware_action"):
+        allowed = ["junk", "quarantine", "reject", "deliver"]
+        if key == "malware_action":
+            allowed = ["quarantine", "reject"]
+        if not isinstance(value, str) or value not in allowed:
+            raise ConfigError(file, where, value, f"one of {', '.join(allowed)}")
+        return _ACTIONS[value]
+    if key in ("allow_senders", "block_senders"):
+        return tuple(s.strip().lower() for s in _strings(value, file, where, "a list of addresses"))
+    if key in ("allow_ips", "block_ips"):
+        networks: list[IpNetwork] = []
+        for text in _strings(value, file, where, "a list of IPs or CIDR ranges"):
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ConfigError(file, where, text, "an IP address or CIDR range") from None
+        return tuple(networks)
+    if key in ("bayes_model", "quarantine_dir"):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(file, where, value, "a path")
+        return Path(value)
+    if key == "clamd":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(file, where, value, '"unix:/path/clamd.sock" or "HOST:PORT"')
+        return value
+    # the remaining keys are positive integers
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(file, where, value, "a positive integer")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _strings(value: object, file: str, where: str, expected: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(file, where, value, expected)
+    return [str(v) for v in value]

@@ -1,0 +1,264 @@
+"""Tokens for the statistical classifier: what in a message tells spam from ham.
+
+Much of the signal is outside the words, so besides the decoded subject and text (HTML
+stripped, every charset) a message yields tokens for its header layout (which headers,
+how many), sender and recipient shapes, `Received` hops, mailer, MIME structure and
+charsets, URL hosts, HTML features (tags, hidden text tricks) and attachment types. Each
+token carries a prefix naming where it came from (`subject:`, `url:`, `hdr:` …) so the
+explanation an administrator reads says why. Headers a filter adds (X-Spam-*,
+X-Forefront-*) are ignored so mxflow never learns from its own or another filter's verdict.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Iterator
+
+from mxflow.checks.mime import MimeView
+
+_WORD = re.compile(r"\S+")
+_URL = re.compile(r"(?i)\b(?:https?|ftp)://([^\s/\"'<>()?#]+)([^\s\"'<>]*)")
+_EMAIL = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]*)([^>]*)>", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_STYLE = re.compile(r"<(style|script)[^>]*>.*?</\1\s*>", re.S | re.I)
+_ANY_TAG = re.compile(r"<[^>]*>", re.S)
+_IP = re.compile(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\b")
+_STRIP = "\"'`.,;:!?()[]{}<>*_=+|~^\\/-"
+_ADDR = re.compile(r"<?([^<>@\s]+)@([^<>@\s]+?)>?$")
+_IGNORED_HEADER_PREFIXES = ("x-spam", "x-forefront", "x-mxflow", "x-ms-exchange")
+_HTML_FEATURES = {
+    "img": "html:img",
+    "font": "html:font",
+    "table": "html:table",
+    "a": "html:a",
+    "form": "html:form",
+    "input": "html:input",
+    "script": "html:script",
+    "iframe": "html:iframe",
+    "center": "html:center",
+    "b": "html:b",
+    "map": "html:map",
+}
+_HEADERS_WITH_WORDS = ("subject",)
+_SIMPLE_HEADERS = ("x-mailer", "user-agent", "x-mimeole", "precedence", "importance")
+_MAX_TOKENS_PER_TEXT = 20_000
+
+
+def tokenize(mime: MimeView) -> list[str]:
+    """The message's tokens, each once (set semantics, insertion order kept)."""
+    seen: dict[str, None] = {}
+    for token in _header_tokens(mime):
+        seen[token] = None
+    for text, is_html in mime.texts:
+        for token in _text_tokens(text, is_html):
+            seen[token] = None
+    for token in _structure_tokens(mime):
+        seen[token] = None
+    return list(seen)
+
+
+def _words(text: str, prefix: str = "") -> Iterator[str]:
+    count = 0
+    for match in _WORD.finditer(text):
+        count += 1
+        if count > _MAX_TOKENS_PER_TEXT:
+            yield "limit:words"
+            return
+        word = match.group().strip(_STRIP)
+        n = len(word)
+        if n < 3:
+            continue
+        if n > 12:
+            if "@" in word or "://" in word:
+                continue  # emails and URLs get their own tokens
+            yield f"{prefix}skip:{word[0].lower()} {n // 10 * 10}"
+            continue
+        lower = word.lower()
+        yield prefix + lower
+        if word.isupper() and n > 3 and word.isalpha():
+            yield f"{prefix}upper:{lower}"
+        if "$" in word or "%" in word:
+            yield f"{prefix}money"
+
+
+def _text_tokens(text: str, is_html: bool) -> Iterator[str]:
+    if is_html:
+        yield from _html_features(text)
+        text = _STYLE.sub(" ", text)
+        text = _COMMENT.sub(" ", text)
+        text = _ANY_TAG.sub(" ", text)
+        text = html.unescape(text)
+    elif "<html" in text[:2000].lower() or "</a>" in text.lower():
+        yield "text:html-in-plain"
+        text = _ANY_TAG.sub(" ", _STYLE.sub(" ", text))
+    for match in _URL.finditer(text):
+        yield from _url_tokens(match.group(1), match.group(2))
+    for match in _EMAIL.finditer(text):
+        yield f"email:{match.group(1).lower()}"
+    yield from _words(text)
+
+
+def _url_tokens(host: str, path: str) -> Iterator[str]:
+    host = host.lower().rsplit("@", 1)[-1].split(":", 1)[0].rstrip(".")
+    if _IP.fullmatch(host):
+        yield "url:ip-address"
+        return
+    if "%" in host:
+        yield "url:escaped-host"
+    labels = [label for label in host.split(".") if label]
+    if len(labels) >= 2:
+        yield f"url:{'.'.join(labels[-2:])}"
+    for label in labels[:-1]:
+        if label != "www":
+            yield f"url:{label}"
+    if "%" in path:
+        yield "url:escaped-path"
+    for piece in re.split(r"[/.?=&_-]+", path.lower())[:8]:
+        if 2 < len(piece) < 20:
+            yield f"urlpath:{piece}"
+
+
+def _html_features(text: str) -> Iterator[str]:
+    count = 0
+    seen: set[str] = set()
+    for match in _TAG.finditer(text):
+        count += 1
+        if count > 5000:
+            break
+        closing, name, attrs = match.groups()
+        if closing:
+            continue
+        tag = name.lower()
+        feature = _HTML_FEATURES.get(tag)
+        if feature and feature not in seen:
+            seen.add(feature)
+            yield feature
+        lowered = attrs.lower()
+        if "href" in lowered or "src" in lowered:
+            for url in _URL.finditer(attrs):
+                yield from _url_tokens(url.group(1), url.group(2))
+        if "color" in lowered and "#ffffff" in lowered and "html:white-text" not in seen:
+            seen.add("html:white-text")
+            yield "html:white-text"
+        if "display:none" in lowered.replace(" ", "") and "html:hidden" not in seen:
+            seen.add("html:hidden")
+            yield "html:hidden"
+        if tag == "font" and "size" in lowered:
+            size = re.search(r"size\s*=\s*\"?([+-]?\d)", lowered)
+            if size:
+                yield f"html:fontsize:{size.group(1)}"
+    if count == 0:
+        yield "html:no-tags"
+
+
+def _header_tokens(mime: MimeView) -> Iterator[str]:
+    counts: dict[str, int] = {}
+    for name, value in mime.headers:
+        if name.startswith(_IGNORED_HEADER_PREFIXES):
+            continue
+        counts[name] = counts.get(name, 0) + 1
+        if name in _HEADERS_WITH_WORDS:
+            yield from _subject_tokens(value)
+        elif name in ("from", "reply-to", "sender", "return-path"):
+            yield from _address_tokens(name, value)
+        elif name in ("to", "cc"):
+            addresses = [a for a in value.split(",") if "@" in a]
+            yield f"{name}:count:{min(len(addresses), 10)}"
+            for address in addresses[:5]:
+                found = _ADDR.search(address.strip())
+                if found:
+                    yield f"{name}:domain:{found.group(2).lower()}"
+        elif name == "received":
+            yield from _received_tokens(value)
+        elif name == "message-id":
+            found = re.search(r"@([^>\s]+)>?", value)
+            yield f"message-id:@{found.group(1).lower()}" if found else "message-id:invalid"
+        elif name == "content-type":
+            lowered = value.lower()
+            yield f"content-type:{lowered.split(';', 1)[0].strip()}"
+            charset = re.search(r"charset\s*=\s*\"?([\w.:-]+)", lowered)
+            if charset:
+                yield f"charset:{charset.group(1)}"
+        elif name in _SIMPLE_HEADERS:
+            yield f"{name}:{' '.join(value.lower().split())[:40]}"
+        elif name == "content-transfer-encoding":
+            yield f"cte:{value.strip().lower()[:20]}"
+        elif name == "date":
+            zone = re.search(r"([+-]\d{4}|[A-Z]{2,4})\s*(\(.*\))?\s*$", value.strip())
+            yield f"date:zone:{zone.group(1)}" if zone else "date:zone:none"
+    for name, count in counts.items():
+        yield f"hdr:{name}:{min(count, 5)}"
+    for name in ("date", "message-id", "from", "to", "subject", "mime-version"):
+        if name not in counts:
+            yield f"hdr:missing:{name}"
+
+
+def _subject_tokens(value: str) -> Iterator[str]:
+    yield from _words(value, "subject:")
+    if value.strip() == "":
+        yield "subject:empty"
+    if "!!" in value:
+        yield "subject:bangs"
+    if re.search(r"\s{3,}", value):
+        yield "subject:spaces"
+    letters = [c for c in value if c.isalpha()]
+    if len(letters) > 8 and sum(c.isupper() for c in letters) / len(letters) > 0.7:
+        yield "subject:mostly-upper"
+    for word in _WORD.findall(value):
+        if 1 <= len(word) < 3 and word.isalnum():
+            yield f"subject:short:{word.lower()}"
+
+
+def _address_tokens(name: str, value: str) -> Iterator[str]:
+    text = value.strip()
+    found = _ADDR.search(text)
+    if not found:
+        yield f"{name}:no-address"
+        return
+    local, domain = found.group(1).lower(), found.group(2).lower().rstrip(">")
+    yield f"{name}:domain:{domain}"
+    yield f"{name}:addr:{local}@{domain}"
+    if any(ch.isdigit() for ch in local):
+        yield f"{name}:local-has-digits"
+    display = text[: found.start()].strip().strip('"')
+    if display:
+        yield from _words(display, f"{name}:name:")
+    else:
+        yield f"{name}:no-name"
+
+
+def _received_tokens(value: str) -> Iterator[str]:
+    lowered = " ".join(value.lower().split())[:500]
+    for match in re.finditer(r"\b(?:from|by)\s+([a-z0-9.-]+\.[a-z]{2,})", lowered):
+        labels = match.group(1).split(".")
+        yield f"received:{'.'.join(labels[-2:])}"
+    for match in _IP.finditer(lowered):
+        a, b, c, _ = match.groups()
+        yield f"received:{a}"
+        yield f"received:{a}.{b}"
+        yield f"received:{a}.{b}.{c}"
+    if "unknown" in lowered:
+        yield "received:unknown"
+    for proto in ("esmtp", "smtp", "nnfmp", "pop3", "http", "local"):
+        if f" with {proto}" in lowered:
+            yield f"received:with-{proto}"
+            break
+
+
+def _structure_tokens(mime: MimeView) -> Iterable[str]:
+    for ctype in mime.content_types[:30]:
+        yield f"part:{ctype}"
+    for charset in mime.charsets[:10]:
+        yield f"charset:{charset}"
+    for attachment in mime.attachments[:10]:
+        name = attachment.filename.lower()
+        if "." in name:
+            yield f"filename-ext:{name.rsplit('.', 1)[1][:10]}"
+    for defect in mime.defects[:10]:
+        yield f"defect:{defect}"
+    for limit in mime.limits:
+        yield f"limit:{limit}"
+    if not mime.texts:
+        yield "text:none"

@@ -1,0 +1,602 @@
+"""One TOML file per node -> typed, validated configuration.
+
+Every error is a `ConfigError` naming the file, the key path (`listeners[0].port`), what was
+found and what is expected; an unknown key is an error, never ignored, because a misspelt
+security setting (say `relay = true` under the wrong table) must not silently do nothing.
+
+Relative paths (spool, trace, certificates, recipient files) are resolved against the
+node's data directory (`[node] data_dir`, or `--data-dir` on the command line), which
+itself is resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from mxflow.errors import ConfigError
+
+TlsMode = Literal["none", "starttls", "implicit"]
+TlsPolicy = Literal["none", "opportunistic", "required", "verify"]
+DomainType = Literal["authoritative", "internal_relay"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_T = TypeVar("_T")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One address:port the node accepts SMTP on, and its TLS mode."""
+
+    address: str
+    port: int
+    tls: TlsMode = "starttls"
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None  # ask clients for a certificate signed by this CA
+    generate_cert: bool = False  # create a self-signed cert/key if missing
+
+
+@dataclass(frozen=True)
+class AcceptedDomain:
+    """A domain the node accepts mail for: authoritative (known recipients only) or relay."""
+
+    domain: str
+    type: DomainType = "authoritative"
+    any_recipient: bool = False
+    recipients: frozenset[str] = frozenset()
+
+    def knows(self, address: str) -> bool:
+        return self.any_recipient or address.lower() in self.recipients
+
+
+@dataclass(frozen=True)
+class InboundConnector:
+    """Who may send what: clients matched by IP/CIDR and/or TLS certificate name.
+
+    A client matching `relay = true` may send to any domain; others only to accepted ones.
+    """
+
+    name: str
+    from_networks: tuple[IPNetwork, ...] = ()
+    tls_cert_names: tuple[str, ...] = ()
+    relay: bool = False
+    require_tls: bool = False
+
+    def matches(self, ip: str, cert_names: tuple[str, ...]) -> bool:
+        if self.from_networks:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            if not any(addr in net for net in self.from_networks):
+                return False
+        if self.tls_cert_names:
+            wanted = {n.lower() for n in self.tls_cert_names}
+            if not wanted.intersection(n.lower() for n in cert_names):
+                return False
+        return bool(self.from_networks or self.tls_cert_names)
+
+
+@dataclass(frozen=True)
+class SmartHost:
+    host: str
+    port: int = 25
+
+
+@dataclass(frozen=True)
+class Route:
+    """Recipient domains -> smart hosts (in order) or MX delivery, with a TLS policy."""
+
+    name: str
+    domains: tuple[str, ...]
+    smart_hosts: tuple[SmartHost, ...] = ()
+    mx: bool = False
+    port: int = 25  # port used for MX delivery (25 on the Internet; the lab uses others)
+    tls: TlsPolicy = "opportunistic"
+    tls_name: str | None = None  # the name the certificate must carry (tls = "verify")
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    maildir: Path | None = None  # deliver locally into Maildirs under this directory
+
+    def matches(self, domain: str) -> bool:
+        domain = domain.lower()
+        for pattern in self.domains:
+            if pattern in ("*", domain):
+                return True
+            if pattern.startswith("*.") and domain.endswith(pattern[1:]):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections_per_ip: int = 50
+    timeout: float = 300.0  # idle timeout of an SMTP session, seconds
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Outbound behaviour: source address, retry schedule, lifetime, DNS, concurrency."""
+
+    source_address: str | None = None
+    lifetime: float = 2 * 86400.0
+    retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
+    connect_timeout: float = 30.0
+    command_timeout: float = 120.0
+    concurrency: int = 50
+    connections_per_host: int = 20
+    dns: str | None = None  # nameserver as IP[:PORT]; required for MX delivery
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 1
+    fsync: bool = True
+
+
+@dataclass
+class NodeConfig:
+    """Everything one node needs; built by `load_config` / `parse_config`."""
+
+    file: str
+    name: str
+    hostname: str
+    role: str
+    data_dir: Path
+    spool_dir: Path
+    trace_db: Path
+    listeners: list[Listener]
+    accepted_domains: list[AcceptedDomain]
+    inbound_connectors: list[InboundConnector]
+    routes: list[Route]
+    limits: Limits = field(default_factory=Limits)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    filter: Any = None  # FilterPolicy when mxflow.checks.pipeline exists, else the raw table
+    auth: Any = None  # AuthPolicy when mxflow.auth provides it, else the raw table
+
+    def accepted_domain(self, domain: str) -> AcceptedDomain | None:
+        domain = domain.lower()
+        for accepted in self.accepted_domains:
+            if accepted.domain == domain:
+                return accepted
+        return None
+
+    def route_for(self, domain: str) -> Route | None:
+        for route in self.routes:
+            if route.matches(domain):
+                return route
+        return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Table:
+    """A TOML table being read: typed getters, and an error for every key nobody read."""
+
+    def __init__(self, file: str, path: str, data: object) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(file, path or "(top level)", data, "a table")
+        self.file = file
+        self.path = path
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, found: object, expected: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), found, expected)
+
+    def _get(self, name: str, kind: type[_T] | tuple[type, ...], expected: str) -> Any:
+        self.seen.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if kind is int and isinstance(value, bool):
+            raise self.error(name, value, expected)
+        if not isinstance(value, kind):
+            raise self.error(name, value, expected)
+        return value
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self._get(name, str, "a string")
+        if value is None:
+            if required:
+                raise self.error(name, None, "a string (this key is required)")
+            return default if default is not None else ""
+        return str(value)
+
+    def opt_text(self, name: str) -> str | None:
+        value = self._get(name, str, "a string")
+        return None if value is None else str(value)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._get(name, bool, "true or false")
+        return default if value is None else bool(value)
+
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
+        value = self._get(name, int, "an integer")
+        if value is None:
+            return default
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise self.error(name, value, f"an integer {bound}")
+        return int(value)
+
+    def size(self, name: str, default: int) -> int:
+        """A size in bytes: an integer, or a string like "10M", "512k"."""
+        value = self._get(name, (int, str), 'a size in bytes (integer, or "10M", "512k")')
+        if value is None:
+            return default
+        if isinstance(value, int):
+            if value <= 0:
+                raise self.error(name, value, "a positive size in bytes")
+            return value
+        m = _SIZE.match(value)
+        if not m:
+            raise self.error(name, value, 'a size in bytes (integer, or "10M", "512k")')
+        mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+        return int(m.group(1)) * mult
+
+    def duration(self, name: str, default: float) -> float:
+        value = self._get(name, (int, float, str), 'a duration (seconds, or "30s", "5m", "2d")')
+        if value is None:
+            return default
+        return _parse_duration(self, name, value)
+
+    def items(self, name: str) -> list[Any]:
+        value = self._get(name, list, "a list")
+        return [] if value is None else list(value)
+
+    def texts(self, name: str) -> list[str]:
+        items = self.items(name)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ConfigError(self.file, f"{self.key(name)}[{i}]", item, "a string")
+        return [str(x) for x in items]
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise self.error(name, value, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+
+    def table(self, name: str) -> _Table | None:
+        self.seen.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return None
+        return _Table(self.file, self.key(name), value)
+
+    def tables(self, name: str) -> list[_Table]:
+        """An array of tables (`[[name]]`)."""
+        self.seen.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(name, value, f"an array of tables ([[{self.key(name)}]])")
+        return [_Table(self.file, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)]
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def done(self) -> None:
+        """Raise for the first key that no getter asked for: unknown keys are errors."""
+        for name in self.data:
+            if name not in self.seen:
+                known = ", ".join(sorted(self.seen)) or "none"
+                raise self.error(name, self.data[name], f"no such key here (known keys: {known})")
+
+
+def _parse_duration(t: _Table, name: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise t.error(name, value, 'a duration (seconds, or "30s", "5m", "2d")')
+    if isinstance(value, int | float):
+        if value < 0:
+            raise t.error(name, value, "a duration >= 0")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise t.error(name, value, 'a duration (seconds, or "30s", "5m", "2d")')
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _ip(t: _Table, name: str, value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise t.error(name, value, "an IP address, e.g. 127.0.0.1") from None
+
+
+def _endpoint(t: _Table, key: str, text: str, default_port: int) -> SmartHost:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or "]" in port_text:
+        host, port_text = text, str(default_port)
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(t.file, key, text, "HOST[:PORT], e.g. 127.0.0.1:2526")
+    return SmartHost(host, int(port_text))
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    if value is None or value == "":
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _domain(t: _Table, name: str, value: str) -> str:
+    d = value.strip().lower().rstrip(".")
+    if not d or " " in d or "@" in d:
+        raise t.error(name, value, "a domain name, e.g. contoso.com")
+    return d
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _listener(t: _Table, data_dir: Path) -> Listener:
+    address = _ip(t, "address", t.text("address", required=True))
+    port = t.integer("port", 25, minimum=0, maximum=65535)
+    tls = t.choice("tls", ("none", "starttls", "implicit"), "starttls")
+    cert = _path(data_dir, t.opt_text("cert"))
+    key = _path(data_dir, t.opt_text("key"))
+    client_ca = _path(data_dir, t.opt_text("client_ca"))
+    generate = t.flag("generate_cert", False)
+    t.done()
+    if tls != "none" and (cert is None or key is None):
+        raise t.error("cert", None, f"cert and key files for tls = {tls!r} (or tls = 'none')")
+    if tls != "none" and not generate:
+        for name, p in (("cert", cert), ("key", key)):
+            if p is not None and not p.exists():
+                raise t.error(name, str(p), "an existing file (or set generate_cert = true)")
+    return Listener(address, port, tls, cert, key, client_ca, generate)  # type: ignore[arg-type]
+
+
+def _accepted_domain(t: _Table, data_dir: Path) -> AcceptedDomain:
+    domain = _domain(t, "domain", t.text("domain", required=True))
+    kind = t.choice("type", ("authoritative", "internal_relay"), "authoritative")
+    raw = t.raw("recipients")
+    any_rcpt = False
+    recipients: set[str] = set()
+    if raw is None:
+        any_rcpt = kind == "internal_relay"
+    elif raw == "any":
+        any_rcpt = True
+    elif isinstance(raw, list):
+        for i, item in enumerate(raw):
+            if not isinstance(item, str) or "@" not in item:
+                raise ConfigError(t.file, f"{t.key('recipients')}[{i}]", item, "an address")
+            recipients.add(item.lower())
+    elif isinstance(raw, dict):
+        sub = _Table(t.file, t.key("recipients"), raw)
+        file = _path(data_dir, sub.text("file", required=True))
+        sub.done()
+        assert file is not None
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise sub.error("file", str(file), f"a readable file ({exc.strerror})") from None
+        for line in lines:
+            entry = line.split("#", 1)[0].strip().lower()
+            if entry:
+                recipients.add(entry if "@" in entry else f"{entry}@{domain}")
+    else:
+        raise t.error("recipients", raw, '"any", a list of addresses, or { file = "PATH" }')
+    t.done()
+    return AcceptedDomain(domain, kind, any_rcpt, frozenset(recipients))  # type: ignore[arg-type]
+
+
+def _connector(t: _Table, index: int) -> InboundConnector:
+    name = t.text("name", f"connector{index}")
+    nets: list[IPNetwork] = []
+    for i, text in enumerate(t.texts("from")):
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(t.file, f"{t.key('from')}[{i}]", text, "an IP or CIDR") from None
+    names = tuple(n.lower() for n in t.texts("tls_cert_names"))
+    relay = t.flag("relay", False)
+    require_tls = t.flag("require_tls", False)
+    t.done()
+    if not nets and not names:
+        raise t.error("from", None, "at least one of `from` (IPs/CIDRs) or `tls_cert_names`")
+    return InboundConnector(name, tuple(nets), names, relay, require_tls)
+
+
+def _route(t: _Table, index: int, data_dir: Path) -> Route:
+    name = t.text("name", f"route{index}")
+    domains = tuple(_domain(t, "domains", d) if d != "*" else d for d in t.texts("domains"))
+    if not domains:
+        raise t.error("domains", None, 'a non-empty list of recipient domains ("*" for any)')
+    hosts = tuple(
+        _endpoint(t, f"{t.key('smart_hosts')}[{i}]", h, 25)
+        for i, h in enumerate(t.texts("smart_hosts"))
+    )
+    mx = t.flag("mx", False)
+    port = t.integer("port", 25, minimum=1, maximum=65535)
+    tls = t.choice("tls", ("none", "opportunistic", "required", "verify"), "opportunistic")
+    tls_name = t.opt_text("tls_name")
+    ca_file = _path(data_dir, t.opt_text("ca_file"))
+    client_cert = _path(data_dir, t.opt_text("client_cert"))
+    client_key = _path(data_dir, t.opt_text("client_key"))
+    maildir = _path(data_dir, t.opt_text("maildir"))
+    t.done()
+    if sum((bool(hosts), mx, maildir is not None)) != 1:
+        raise t.error(
+            "smart_hosts",
+            [h.host for h in hosts],
+            "exactly one of smart_hosts = [...], mx = true or maildir = PATH",
+        )
+    if tls == "verify" and not tls_name and hosts and not mx:
+        for h in hosts:
+            try:
+                ipaddress.ip_address(h.host)
+            except ValueError:
+                continue
+            raise t.error("tls_name", None, "the certificate name to verify for an IP smart host")
+    return Route(
+        name,
+        domains,
+        hosts,
+        mx,
+        port,
+        tls,  # type: ignore[arg-type]
+        tls_name,
+        ca_file,
+        client_cert,
+        client_key,
+        maildir,
+    )
+
+
+def _parse_optional_policy(t: _Table, name: str, modules: tuple[str, ...], func: str) -> Any:
+    """Validate [filter] / [auth] with their owners' parsers (imported lazily), if present."""
+    raw = t.raw(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise t.error(name, raw, "a table")
+    import importlib
+
+    for module in modules:
+        try:
+            parser: Callable[[dict[str, Any], str], Any] = getattr(
+                importlib.import_module(module), func
+            )
+        except (ImportError, AttributeError):
+            continue
+        return parser(raw, t.file)
+    return raw
+
+
+def parse_config(
+    data: dict[str, Any], file: str, *, data_dir: str | Path | None = None
+) -> NodeConfig:
+    """Build a NodeConfig from a parsed TOML document; `file` is used in error messages."""
+    top = _Table(file, "", data)
+    base = Path(file).resolve().parent if file and file != "<string>" else Path.cwd()
+
+    node = top.table("node") or _Table(file, "node", {})
+    name = node.text("name", required=True)
+    hostname = node.text("hostname", f"{name}.localdomain")
+    role = node.choice("role", ("gateway", "archiver", "host", "sink"), "gateway")
+    dd_text = node.opt_text("data_dir")
+    if data_dir is not None:  # from the command line: relative to the working directory
+        dd = Path(data_dir).expanduser().resolve()
+    elif dd_text is not None:  # from the file: relative to the file's directory
+        dd = Path(dd_text).expanduser()
+        dd = (dd if dd.is_absolute() else base / dd).resolve()
+    else:
+        dd = (Path("var") / name).resolve()
+    spool = _path(dd, node.text("spool_dir", "spool"))
+    trace = _path(dd, node.text("trace_db", "trace.sqlite"))
+    node.done()
+    assert spool is not None and trace is not None
+
+    listeners = [_listener(t, dd) for t in top.tables("listeners")]
+    if not listeners:
+        raise ConfigError(file, "listeners", None, "at least one [[listeners]] table")
+    accepted = [_accepted_domain(t, dd) for t in top.tables("accepted_domains")]
+    connectors = [_connector(t, i) for i, t in enumerate(top.tables("inbound_connectors"))]
+    routes = [_route(t, i, dd) for i, t in enumerate(top.tables("routes"))]
+
+    lt = top.table("limits") or _Table(file, "limits", {})
+    limits = Limits(
+        max_message_size=lt.size("max_message_size", Limits.max_message_size),
+        max_recipients=lt.integer("max_recipients", Limits.max_recipients, minimum=1),
+        max_connections_per_ip=lt.integer(
+            "max_connections_per_ip", Limits.max_connections_per_ip, minimum=1
+        ),
+        timeout=lt.duration("timeout", Limits.timeout),
+    )
+    lt.done()
+
+    dt = top.table("delivery") or _Table(file, "delivery", {})
+    src = dt.opt_text("source_address")
+    intervals = dt.items("retry_intervals")
+    retry = (
+        tuple(_parse_duration(dt, f"retry_intervals[{i}]", v) for i, v in enumerate(intervals))
+        or DeliveryConfig.retry_intervals
+    )
+    dns_text = dt.opt_text("dns")
+    delivery = DeliveryConfig(
+        source_address=_ip(dt, "source_address", src) if src else None,
+        lifetime=dt.duration("lifetime", DeliveryConfig.lifetime),
+        retry_intervals=retry,
+        connect_timeout=dt.duration("connect_timeout", DeliveryConfig.connect_timeout),
+        command_timeout=dt.duration("command_timeout", DeliveryConfig.command_timeout),
+        concurrency=dt.integer("concurrency", DeliveryConfig.concurrency, minimum=1),
+        connections_per_host=dt.integer(
+            "connections_per_host", DeliveryConfig.connections_per_host, minimum=1
+        ),
+        dns=dns_text,
+    )
+    dt.done()
+    if any(r.mx for r in routes) and not dns_text:
+        raise ConfigError(file, "delivery.dns", None, 'a nameserver "IP[:PORT]" for MX routes')
+
+    st = top.table("server") or _Table(file, "server", {})
+    server = ServerConfig(
+        workers=st.integer("workers", 1, minimum=1, maximum=64), fsync=st.flag("fsync", True)
+    )
+    st.done()
+
+    filter_policy = _parse_optional_policy(
+        top, "filter", ("mxflow.checks.policy", "mxflow.checks.pipeline"), "parse_filter_section"
+    )
+    auth_policy = _parse_optional_policy(
+        top, "auth", ("mxflow.auth.policy", "mxflow.auth"), "parse_auth_section"
+    )
+    top.done()
+
+    return NodeConfig(
+        file=file,
+        name=name,
+        hostname=hostname,
+        role=role,
+        data_dir=dd,
+        spool_dir=spool,
+        trace_db=trace,
+        listeners=listeners,
+        accepted_domains=accepted,
+        inbound_connectors=connectors,
+        routes=routes,
+        limits=limits,
+        delivery=delivery,
+        server=server,
+        filter=filter_policy,
+        auth=auth_policy,
+    )
+
+
+def load_config(path: str | Path, *, data_dir: str | Path | None = None) -> NodeConfig:
+    """Read and validate a node's TOML file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "(file)", str(path), f"a readable file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", str(exc), "valid TOML") from None
+    return parse_config(data, file, data_dir=data_dir)

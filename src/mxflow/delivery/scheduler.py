@@ -1,0 +1,335 @@
+"""The queue runner: delivers spooled messages, retries with back-off, bounces, and obeys
+`mxflow queue` requests.
+
+Fresh messages come straight from the SMTP server with their bytes in memory (no re-read);
+deferred and recovered ones are read from the spool. A message's recipients are grouped
+by next hop, one transaction per group. Per recipient: 2xx -> delivered, 5xx -> bounced
+(one DSN per attempt listing them all), 4xx or no session -> deferred until the next
+attempt (the retry schedule, its last interval repeated) unless the message is older than
+the lifetime, in which case it is bounced with 4.4.7 made permanent.
+
+Stopping (SIGTERM) stops taking new work, lets in-flight attempts finish for a grace
+period, and cancels the rest: their messages stay in the spool and are retried at the
+next start, so nothing is lost, at worst delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+
+from mxflow.config import NodeConfig
+from mxflow.delivery.router import NextHop, Router
+from mxflow.smtp.client import Reply
+from mxflow.smtp.dsn import build_dsn
+from mxflow.smtp.headers import message_id_of
+from mxflow.smtp.spool import (
+    BOUNCED,
+    DEFERRED,
+    DELIVERED,
+    Envelope,
+    QueueState,
+    RecipientState,
+    Spool,
+    SpoolError,
+)
+from mxflow.store.trace import (
+    STATUS_DELIVERED,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    TraceStore,
+)
+
+log = logging.getLogger("mxflow.delivery")
+
+CONTROL_POLL = 0.5
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: NodeConfig,
+        spool: Spool,
+        trace: TraceStore,
+        router: Router,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.trace = trace
+        self.router = router
+        self.clock = clock
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._fresh: dict[str, tuple[Envelope, bytes]] = {}
+        self._timers: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}  # queue id -> time it is due
+        self._active: set[str] = set()
+        self._deleted: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self, *, recover: bool = True) -> None:
+        if recover:
+            self.recover()
+        n = self.config.delivery.concurrency
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(n)]
+        self._tasks.append(asyncio.create_task(self._timer_loop()))
+        self._tasks.append(asyncio.create_task(self._control_loop()))
+
+    def recover(self) -> int:
+        """Schedule every message this worker owns (after a restart or a crash)."""
+        self.spool.clean_tmp()
+        count = 0
+        for queue_id in self.spool.owned_ids():
+            try:
+                state = self.spool.load_state(queue_id)
+            except (SpoolError, OSError, ValueError) as exc:
+                log.error("recover id=%s unreadable: %s", queue_id, exc)
+                continue
+            self._schedule(queue_id, state.next_attempt)
+            count += 1
+        if count:
+            log.info("recovered %d queued messages", count)
+        return count
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Finish in-flight attempts for up to `grace` seconds; the rest stay spooled."""
+        self._stopping = True
+        self._wake.set()
+        workers = self._tasks
+        deadline = time.monotonic() + grace
+        while self._active and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for t in workers:
+            t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._tasks = []
+
+    # ----------------------------------------------------------------- scheduling
+
+    def submit(self, env: Envelope, raw: bytes) -> None:
+        """A freshly spooled message: try it now, with the bytes we already hold."""
+        self._fresh[env.queue_id] = (env, raw)
+        self._scheduled[env.queue_id] = 0.0
+        self._ready.put_nowait(env.queue_id)
+
+    def _schedule(self, queue_id: str, when: float) -> None:
+        self._scheduled[queue_id] = when
+        if when <= self.clock():
+            self._ready.put_nowait(queue_id)
+        else:
+            heapq.heappush(self._timers, (when, queue_id))
+            self._wake.set()
+
+    def retry_now(self, queue_id: str) -> bool:
+        if queue_id in self._active or not self.spool.exists(queue_id):
+            return False
+        self._schedule(queue_id, 0.0)
+        return True
+
+    async def _timer_loop(self) -> None:
+        while not self._stopping:
+            now = self.clock()
+            while self._timers and self._timers[0][0] <= now:
+                when, queue_id = heapq.heappop(self._timers)
+                if self._scheduled.get(queue_id) == when:
+                    self._ready.put_nowait(queue_id)
+            delay = self._timers[0][0] - now if self._timers else 3600.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(delay, 3600.0))):
+                    await self._wake.wait()
+
+    async def _control_loop(self) -> None:
+        while not self._stopping:
+            for queue_id, op in self.spool.take_requests():
+                if op == "retry":
+                    ok = self.retry_now(queue_id)
+                    log.info("queue retry id=%s scheduled=%s", queue_id, ok)
+                elif op == "delete":
+                    self._deleted.add(queue_id)
+                    self._scheduled.pop(queue_id, None)
+                    self._fresh.pop(queue_id, None)
+                    if queue_id not in self._active:
+                        self._delete(queue_id)
+            await asyncio.sleep(CONTROL_POLL)
+
+    def _delete(self, queue_id: str) -> None:
+        try:
+            env = self.spool.load_envelope(queue_id)
+        except (OSError, SpoolError):
+            env = None
+        self.spool.remove(queue_id)
+        self._deleted.discard(queue_id)
+        for rcpt in env.rcpt_tos if env else [""]:
+            self.trace.record(
+                queue_id,
+                "deleted",
+                message_id=env.message_id if env else "",
+                recipient=rcpt,
+                status=STATUS_FAILED,
+                detail="deleted by the administrator",
+            )
+        log.info("queue delete id=%s", queue_id)
+
+    # ----------------------------------------------------------------- delivery
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            queue_id = await self._ready.get()
+            if queue_id in self._active or queue_id not in self._scheduled:
+                continue
+            if self._scheduled[queue_id] > self.clock():
+                continue  # rescheduled later meanwhile; the timer will bring it back
+            del self._scheduled[queue_id]
+            self._active.add(queue_id)
+            try:
+                await self._attempt(queue_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery id=%s failed unexpectedly; retrying later", queue_id)
+                self._schedule(queue_id, self.clock() + self.config.delivery.retry_intervals[0])
+            finally:
+                self._active.discard(queue_id)
+                if queue_id in self._deleted:
+                    self._delete(queue_id)
+
+    async def _attempt(self, queue_id: str) -> None:
+        fresh = self._fresh.pop(queue_id, None)
+        if fresh is not None:
+            env, raw = fresh
+            state = QueueState(rcpts={r: RecipientState() for r in env.rcpt_tos})
+        else:
+            try:
+                env, raw, state = await asyncio.to_thread(self._load, queue_id)
+            except (SpoolError, OSError):
+                return  # deleted meanwhile
+        had_state = fresh is None
+        pending = state.pending()
+        if not pending:
+            self.spool.remove_later(queue_id)
+            return
+        state.attempts += 1
+        groups: dict[str, tuple[NextHop, list[str]]] = {}
+        for rcpt in pending:
+            hop = self.router.next_hop(rcpt)
+            groups.setdefault(hop.key, (hop, []))[1].append(rcpt)
+        results = await asyncio.gather(
+            *(
+                self.router.deliver(
+                    hop,
+                    env.mail_from,
+                    rcpts,
+                    raw,
+                    body_8bit=env.body_8bit,
+                    smtputf8=env.smtputf8,
+                    queue_id=queue_id,
+                )
+                for hop, rcpts in groups.values()
+            )
+        )
+        now = self.clock()
+        expired = now - env.received_at >= self.config.delivery.lifetime
+        bounced: list[tuple[str, Reply]] = []
+        deferred = 0
+        for result in results:
+            for rcpt, reply in result.items():
+                rs = state.rcpts.setdefault(rcpt, RecipientState())
+                rs.attempts += 1
+                rs.reply = str(reply)
+                if reply.ok:
+                    rs.status = DELIVERED
+                    self._event(env, "delivered", rcpt, STATUS_DELIVERED, str(reply))
+                    log.info(
+                        "delivery id=%s to=<%s> status=delivered reply=%r",
+                        queue_id,
+                        rcpt,
+                        str(reply),
+                    )
+                elif reply.permanent or expired:
+                    final = reply
+                    if not reply.permanent:
+                        final = Reply(reply.code, _expired_text(reply), reply.remote)
+                    rs.status = BOUNCED
+                    bounced.append((rcpt, final))
+                    self._event(env, "bounced", rcpt, STATUS_FAILED, str(final))
+                    log.info(
+                        "delivery id=%s to=<%s> status=bounced reply=%r", queue_id, rcpt, str(final)
+                    )
+                else:
+                    rs.status = DEFERRED
+                    deferred += 1
+                    self._event(env, "deferred", rcpt, STATUS_PENDING, str(reply))
+                    log.info(
+                        "delivery id=%s to=<%s> status=deferred reply=%r",
+                        queue_id,
+                        rcpt,
+                        str(reply),
+                    )
+        if bounced:
+            await self._bounce(env, raw, bounced)
+        if deferred and queue_id not in self._deleted:
+            intervals = self.config.delivery.retry_intervals
+            delay = intervals[min(state.attempts - 1, len(intervals) - 1)]
+            state.next_attempt = now + delay
+            await asyncio.to_thread(self.spool.save_state, queue_id, state)
+            self._schedule(queue_id, state.next_attempt)
+        else:
+            self.spool.remove_later(queue_id, has_state=had_state)
+
+    def _load(self, queue_id: str) -> tuple[Envelope, bytes, QueueState]:
+        env, raw = self.spool.load(queue_id)
+        return env, raw, self.spool.load_state(queue_id, env)
+
+    def _event(self, env: Envelope, event: str, rcpt: str, status: str, detail: str) -> None:
+        self.trace.record(
+            env.queue_id,
+            event,
+            message_id=env.message_id,
+            recipient=rcpt,
+            status=status,
+            detail=detail,
+        )
+
+    async def _bounce(self, env: Envelope, raw: bytes, failed: list[tuple[str, Reply]]) -> None:
+        if env.mail_from == "" or env.is_dsn:
+            self.trace.record(
+                env.queue_id,
+                "dsn-suppressed",
+                message_id=env.message_id,
+                detail="null sender: no DSN is sent for a bounce",
+            )
+            return
+        dsn = build_dsn(reporting_mta=self.config.hostname, envelope=env, raw=raw, failed=failed)
+        new = await self.spool.enqueue(
+            "", [env.mail_from], dsn, message_id=message_id_of(dsn), is_dsn=True
+        )
+        self.trace.record(
+            env.queue_id,
+            "dsn",
+            message_id=env.message_id,
+            recipient=env.mail_from,
+            detail=f"DSN queued as {new.queue_id} for {len(failed)} recipient(s)",
+        )
+        self.trace.record(
+            new.queue_id,
+            "received",
+            message_id=new.message_id,
+            recipient=env.mail_from,
+            status=STATUS_PENDING,
+            detail=f"DSN for {env.queue_id}",
+        )
+        self.submit(new, dsn)
+
+
+def _expired_text(reply: Reply) -> str:
+    return f"5.4.7 delivery time expired; last error: {reply}"

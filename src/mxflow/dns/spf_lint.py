@@ -1,0 +1,841 @@
+"""SPF lint: every problem of a record (or of a domain's published SPF) with a fix.
+
+`lint_record()` looks at the text alone; `lint_domain()` also resolves what the record
+depends on (includes, redirect, a, mx), counts DNS-querying terms per include chain
+against RFC 7208's limit of 10, and finds void lookups, missing included records and
+answers too large for UDP. Every finding has a severity (error: evaluation gives a
+permerror or lets anyone send; warning: fragile or discouraged; info: worth knowing),
+the character offset of the term in the record, and the fix.
+
+The reference's `v=spf1 ipv4: 10.10.10.1 include:spf.protection.outlook.com -all` is the
+motivating case: `ipv4:` is not a mechanism (`ip4:` is) and the space after it makes
+`10.10.10.1` a separate, invalid term, so every evaluation is a permerror.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from mxflow.auth.spf import (
+    LOOKUP_LIMIT,
+    MECHANISMS,
+    MX_NAME_LIMIT,
+    VOID_LOOKUP_LIMIT,
+    Mechanism,
+    PermError,
+    check_macro_string,
+    is_spf_record,
+    parse_mechanism,
+    split_terms,
+    to_dns_name,
+)
+from mxflow.dns.resolver import describe_dns_error
+from mxflow.errors import MxflowError
+
+TXT_STRING_LIMIT = 255
+UDP_LIMIT = 512
+_MODIFIER_RE = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*)=(.*)$", re.DOTALL)
+_ALIASES = {
+    "ipv4": "ip4",
+    "ip": "ip4",
+    "ipv6": "ip6",
+    "inc": "include",
+    "includes": "include",
+    "exist": "exists",
+    "mxs": "mx",
+    "aaaa": "a",
+    "spf": "include",
+    "redir": "redirect=",
+    "redirect": "redirect=",
+    "exp": "exp=",
+}
+SYNTAX_CODES = frozenset(
+    {
+        "bad-version",
+        "not-spf",
+        "non-ascii",
+        "control-char",
+        "bad-macro",
+        "empty-modifier",
+        "unknown-mechanism",
+        "split-term",
+        "bare-address",
+        "syntax",
+        "duplicate-modifier",
+    }
+)
+PERMERROR_NOTE = "so every SPF evaluation of this record is a permerror"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: how bad, where (term index and character offset), what, and the fix."""
+
+    severity: Severity
+    code: str
+    message: str
+    fix: str = ""
+    position: int | None = None
+    term: str = ""
+    domain: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = str(self.severity)
+        return data
+
+    def __str__(self) -> str:
+        where = f" at {self.position}" if self.position is not None else ""
+        term = f" {self.term!r}" if self.term else ""
+        domain = f" [{self.domain}]" if self.domain else ""
+        fix = f"\n    fix: {self.fix}" if self.fix else ""
+        return f"{self.severity:<7}{domain}{where}{term}: {self.message}{fix}"
+
+
+@dataclass
+class LintReport:
+    """Findings for one record or domain, plus the lookup count of its whole include tree."""
+
+    record: str | None
+    domain: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    lookups: int = 0
+    lookup_chain: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == Severity.ERROR for f in self.findings)
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "record": self.record,
+            "lookups": self.lookups,
+            "lookup_chain": self.lookup_chain,
+            "errors": sum(f.severity == Severity.ERROR for f in self.findings),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+# --------------------------------------------------------------------------- static lint
+
+
+def _suggest(name: str) -> str | None:
+    lowered = name.lower()
+    if lowered in _ALIASES:
+        return _ALIASES[lowered]
+    close = difflib.get_close_matches(lowered, MECHANISMS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _looks_like_ip(text: str) -> str | None:
+    candidate = text.split("/", maxsplit=1)[0]
+    try:
+        return f"ip{ipaddress.ip_address(candidate).version}"
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Term:
+    index: int
+    offset: int
+    text: str
+    mechanism: Mechanism | None = None
+    modifier: tuple[str, str] | None = None
+
+
+def lint_record(text: str, *, domain: str = "", public: bool = True) -> LintReport:
+    """Lint one record's text; `public` flags private and loopback addresses in it."""
+    report = LintReport(text, domain)
+    record = text
+    if not is_spf_record(record):
+        if record.strip().lower().startswith("v=spf1"):
+            fix = "remove the leading space" if record[:1] == " " else "separate with one space"
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "bad-version",
+                    "the record must start with 'v=spf1 '",
+                    fix,
+                    0,
+                    record[:8],
+                    domain,
+                )
+            )
+            record = record.strip()
+            if record[6:7] not in {"", " "}:
+                return report
+        else:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "not-spf",
+                    "not an SPF record: it does not start with 'v=spf1'",
+                    "start the record with 'v=spf1 '",
+                    0,
+                    record[:10],
+                    domain,
+                )
+            )
+            return report
+    for offset, char in enumerate(record):
+        if not char.isascii():
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "non-ascii",
+                    f"non-ASCII character {char!r}, {PERMERROR_NOTE}",
+                    "remove it (SPF records are 7-bit ASCII)",
+                    offset,
+                    char,
+                    domain,
+                )
+            )
+        elif char in "\t\r\n\v\f":
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "control-char",
+                    f"control character {char!r}: only a space separates terms, {PERMERROR_NOTE}",
+                    "replace it with a single space",
+                    offset,
+                    char,
+                    domain,
+                )
+            )
+    terms = [_Term(i, off, t) for i, (off, t) in enumerate(split_terms(record)[1:], start=1)]
+    skip: set[int] = set()
+    for position, term in enumerate(terms):
+        if term.index in skip:
+            continue
+        following = terms[position + 1] if position + 1 < len(terms) else None
+        _lint_term(report, term, following, skip, domain)
+    _lint_structure(report, [t for t in terms if t.index not in skip], domain, public)
+    if len(record.encode()) > TXT_STRING_LIMIT:
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "long-record",
+                f"the record is {len(record.encode())} bytes; one TXT string holds at most "
+                f"{TXT_STRING_LIMIT}",
+                'publish it as several quoted strings in one TXT record ("..." "..."); '
+                "receivers join them without spaces",
+                None,
+                "",
+                domain,
+            )
+        )
+    report.findings.sort(key=lambda f: (f.position is None, f.position or 0))
+    return report
+
+
+def _lint_term(
+    report: LintReport, term: _Term, following: _Term | None, skip: set[int], domain: str
+) -> None:
+    text = term.text
+    if any(ch in text for ch in "\t\r\n\v\f") or not text.isascii():
+        return  # already reported character by character
+    modifier = _MODIFIER_RE.match(text)
+    if modifier:
+        name, value = modifier.group(1).lower(), modifier.group(2)
+        try:
+            check_macro_string(value, text)
+        except PermError as exc:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "bad-macro",
+                    f"{exc.reason}, {PERMERROR_NOTE}",
+                    "write a literal '%' as '%%'",
+                    term.offset,
+                    text,
+                    domain,
+                )
+            )
+            return
+        if name in {"redirect", "exp"} and not value:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "empty-modifier",
+                    f"{name}= needs a domain, {PERMERROR_NOTE}",
+                    f"write {name}=DOMAIN or remove it",
+                    term.offset,
+                    text,
+                    domain,
+                )
+            )
+            return
+        term.modifier = (name, value)
+        return
+    try:
+        term.mechanism = parse_mechanism(text, term.index)
+        return
+    except PermError as exc:
+        reason = exc.reason
+    name = re.match(r"^[+\-~?]?([A-Za-z0-9\-_.]*)", text)
+    raw_name = name.group(1) if name else text
+    qualifier = text[0] if text[:1] in "+-~?" else ""
+    argument = text[len(qualifier) + len(raw_name) :]
+    if raw_name.lower() not in MECHANISMS and not _looks_like_ip(text):
+        suggestion = _suggest(raw_name)
+        value = argument[1:] if argument.startswith(":") else argument
+        split = (
+            following is not None
+            and argument in {":", ""}
+            and suggestion in {"ip4", "ip6", "include", "exists", "a", "mx"}
+        )
+        if split and following is not None:
+            value = following.text
+            skip.add(following.index)
+        if suggestion:
+            separator = "" if suggestion.endswith("=") or not value else ":"
+            replacement = f"{qualifier}{suggestion}{separator}{value}"
+            fix = f"did you mean {replacement!r}?"
+        else:
+            fix = f"use one of: {', '.join(MECHANISMS)}, or a modifier name=value"
+        message = f"{raw_name + argument[:1]!r} is not an SPF mechanism, {PERMERROR_NOTE}"
+        report.add(
+            Finding(Severity.ERROR, "unknown-mechanism", message, fix, term.offset, text, domain)
+        )
+        if split and following is not None:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "split-term",
+                    f"the space after {text!r} splits the term: {following.text!r} is read as a "
+                    f"separate term, which is not a mechanism either, {PERMERROR_NOTE}",
+                    f"remove the space: {replacement!r}" if suggestion else "remove the space",
+                    following.offset,
+                    following.text,
+                    domain,
+                )
+            )
+        return
+    if (
+        argument in {":", ""}
+        and following is not None
+        and raw_name.lower() in {"ip4", "ip6", "include", "exists"}
+    ):
+        skip.add(following.index)
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "split-term",
+                f"the space after {text!r} splits the term: {following.text!r} is read as a "
+                f"separate term, {PERMERROR_NOTE}",
+                f"remove the space: {qualifier}{raw_name.lower()}:{following.text}",
+                term.offset,
+                text,
+                domain,
+            )
+        )
+        return
+    version = _looks_like_ip(text)
+    if version:
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "bare-address",
+                f"a bare address is not a term, {PERMERROR_NOTE}",
+                f"write {version}:{text}",
+                term.offset,
+                text,
+                domain,
+            )
+        )
+        return
+    report.add(
+        Finding(
+            Severity.ERROR,
+            "syntax",
+            f"{reason}, {PERMERROR_NOTE}",
+            _syntax_fix(raw_name.lower()),
+            term.offset,
+            text,
+            domain,
+        )
+    )
+
+
+def _syntax_fix(name: str) -> str:
+    return {
+        "ip4": "write ip4:ADDRESS or ip4:NETWORK/PREFIX, e.g. ip4:192.0.2.0/24",
+        "ip6": "write ip6:ADDRESS or ip6:NETWORK/PREFIX, e.g. ip6:2001:db8::/32",
+        "include": "write include:DOMAIN",
+        "exists": "write exists:DOMAIN",
+        "a": "write a, a:DOMAIN, a/PREFIX or a:DOMAIN/PREFIX",
+        "mx": "write mx, mx:DOMAIN, mx/PREFIX or mx:DOMAIN/PREFIX",
+        "ptr": "remove ptr (it is discouraged anyway)",
+        "all": "write -all (or ~all)",
+    }.get(name, "check the term's syntax against RFC 7208 §12")
+
+
+def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public: bool) -> None:
+    mechanisms = [t for t in terms if t.mechanism is not None]
+    modifiers = [t for t in terms if t.modifier is not None]
+    seen: dict[str, _Term] = {}
+    for term in modifiers:
+        assert term.modifier is not None
+        name = term.modifier[0]
+        if name in {"redirect", "exp"} and name in seen:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "duplicate-modifier",
+                    f"{name}= appears more than once, {PERMERROR_NOTE}",
+                    f"keep one {name}=",
+                    term.offset,
+                    term.text,
+                    domain,
+                )
+            )
+        seen[name] = term
+        if name not in {"redirect", "exp"}:
+            report.add(
+                Finding(
+                    Severity.INFO,
+                    "unknown-modifier",
+                    f"unknown modifier {name}= is ignored by receivers",
+                    "remove it unless you know who reads it",
+                    term.offset,
+                    term.text,
+                    domain,
+                )
+            )
+    all_terms = [t for t in mechanisms if t.mechanism and t.mechanism.name == "all"]
+    for term in mechanisms:
+        mech = term.mechanism
+        assert mech is not None
+        if mech.name == "ptr":
+            report.add(
+                Finding(
+                    Severity.WARNING,
+                    "ptr",
+                    "ptr is slow, unreliable and discouraged (RFC 7208 §5.5); many receivers "
+                    "skip it",
+                    "list the senders with ip4:/ip6: or a:/include: instead",
+                    term.offset,
+                    term.text,
+                    domain,
+                )
+            )
+        if mech.network is not None and public:
+            address = mech.network.network_address
+            if (
+                address.is_loopback
+                or address.is_private
+                or address.is_link_local
+                or address.is_unspecified
+            ):
+                kind = "loopback" if address.is_loopback else "private"
+                report.add(
+                    Finding(
+                        Severity.WARNING,
+                        "private-address",
+                        f"{mech.network} is a {kind} address: no Internet sender has it",
+                        "list the public address the mail leaves from (NAT), or remove it",
+                        term.offset,
+                        term.text,
+                        domain,
+                    )
+                )
+            if mech.network.prefixlen < (8 if mech.network.version == 4 else 24):
+                report.add(
+                    Finding(
+                        Severity.WARNING,
+                        "wide-network",
+                        f"{mech.network} authorises a huge address range",
+                        "list only your senders' networks",
+                        term.offset,
+                        term.text,
+                        domain,
+                    )
+                )
+    if all_terms:
+        first = all_terms[0]
+        assert first.mechanism is not None
+        qualifier = first.mechanism.qualifier or "+"
+        if qualifier == "+":
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "pass-all",
+                    f"{first.text!r} lets every host on the Internet send as this domain",
+                    "end with -all (or ~all while testing)",
+                    first.offset,
+                    first.text,
+                    domain,
+                )
+            )
+        elif qualifier == "?":
+            report.add(
+                Finding(
+                    Severity.WARNING,
+                    "neutral-all",
+                    "?all makes unlisted senders neutral: receivers treat them like no SPF at all",
+                    "end with -all (or ~all)",
+                    first.offset,
+                    first.text,
+                    domain,
+                )
+            )
+        after = [t for t in mechanisms if t.index > first.index]
+        if after:
+            report.add(
+                Finding(
+                    Severity.WARNING,
+                    "after-all",
+                    f"terms after {first.text!r} are never evaluated",
+                    "move them before 'all'",
+                    after[0].offset,
+                    after[0].text,
+                    domain,
+                )
+            )
+        if "redirect" in seen:
+            term = seen["redirect"]
+            report.add(
+                Finding(
+                    Severity.WARNING,
+                    "redirect-ignored",
+                    "redirect= is ignored because the record has an 'all' mechanism",
+                    "remove either the redirect= or the 'all'",
+                    term.offset,
+                    term.text,
+                    domain,
+                )
+            )
+    elif "redirect" not in seen:
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "no-all",
+                "no 'all' and no redirect=: unlisted senders get 'neutral'",
+                "end the record with -all (or ~all)",
+                None,
+                "",
+                domain,
+            )
+        )
+    count = sum(1 for t in mechanisms if t.mechanism and t.mechanism.counts_lookup) + (
+        1 if "redirect" in seen else 0
+    )
+    report.lookups = count
+    report.lookup_chain = {domain or "(record)": count}
+    if count > LOOKUP_LIMIT:
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "too-many-lookups",
+                f"{count} DNS-querying terms in this record alone (limit {LOOKUP_LIMIT}); "
+                "evaluation ends in permerror",
+                "replace a/mx/include terms with ip4:/ip6: ranges",
+                None,
+                "",
+                domain,
+            )
+        )
+
+
+# --------------------------------------------------------------------------- live lint
+
+
+async def _txt_records(
+    domain: str, resolver: dns.asyncresolver.Resolver
+) -> tuple[list[tuple[bytes, ...]] | None, int]:
+    """TXT records of `domain` (None: the name does not exist) and the answer's wire size."""
+    try:
+        answer = await resolver.resolve(
+            to_dns_name(domain), "TXT", raise_on_no_answer=False, search=False
+        )
+    except dns.resolver.NXDOMAIN:
+        return None, 0
+    size = len(answer.response.to_wire()) if answer.response is not None else 0
+    if answer.rrset is None:
+        return [], size
+    return [tuple(r.strings) for r in answer.rrset], size
+
+
+async def _exists(domain: str, rdtype: str, resolver: dns.asyncresolver.Resolver) -> int:
+    """How many records of `rdtype` the name has (0: void lookup)."""
+    try:
+        answer = await resolver.resolve(
+            to_dns_name(domain), rdtype, raise_on_no_answer=False, search=False
+        )
+    except dns.resolver.NXDOMAIN:
+        return 0
+    return len(answer.rrset) if answer.rrset is not None else 0
+
+
+class _Walker:
+    def __init__(
+        self, report: LintReport, resolver: dns.asyncresolver.Resolver, public: bool
+    ) -> None:
+        self.report = report
+        self.resolver = resolver
+        self.public = public
+        self.void = 0
+        self.visiting: set[str] = set()
+
+    async def fetch(self, domain: str, via: str) -> str | None:
+        """The domain's SPF record, reporting missing, multiple, long and large ones."""
+        try:
+            records, size = await _txt_records(domain, self.resolver)
+        except (dns.exception.DNSException, ValueError) as exc:
+            if not via:
+                raise MxflowError(
+                    f"cannot look up TXT {domain}: {describe_dns_error(exc)}"
+                ) from exc
+            self.report.add(
+                Finding(
+                    Severity.ERROR,
+                    "dns-error",
+                    f"looking up TXT {domain} failed: {type(exc).__name__}; receivers get "
+                    "temperror",
+                    "check the domain's name servers",
+                    None,
+                    via,
+                    domain,
+                )
+            )
+            return None
+        spf = [r for r in records or [] if is_spf_record(b"".join(r).decode("latin-1"))]
+        if not spf:
+            what = "does not exist" if records is None else "has no SPF record"
+            if via:
+                self.report.add(
+                    Finding(
+                        Severity.ERROR,
+                        "include-without-spf",
+                        f"{via!r} points to {domain}, which {what}; evaluation ends in permerror",
+                        f"remove {via!r} or publish SPF at {domain}",
+                        None,
+                        via,
+                        domain,
+                    )
+                )
+            return None
+        if len(spf) > 1:
+            self.report.add(
+                Finding(
+                    Severity.ERROR,
+                    "multiple-records",
+                    f"{domain} publishes {len(spf)} SPF records; every evaluation is a permerror",
+                    "merge them into one v=spf1 record",
+                    None,
+                    "",
+                    domain,
+                )
+            )
+        for strings in spf:
+            for piece in strings:
+                if len(piece) > TXT_STRING_LIMIT:  # only possible from a hand-built zone
+                    self.report.add(
+                        Finding(
+                            Severity.ERROR,
+                            "long-string",
+                            f"a TXT string of {len(piece)} bytes exceeds {TXT_STRING_LIMIT}",
+                            "split it into several quoted strings",
+                            None,
+                            "",
+                            domain,
+                        )
+                    )
+        if size > UDP_LIMIT:
+            self.report.add(
+                Finding(
+                    Severity.WARNING,
+                    "large-answer",
+                    f"the TXT answer for {domain} is {size} bytes, over the {UDP_LIMIT}-byte UDP "
+                    "limit: receivers must retry over TCP, some fail (temperror)",
+                    "shorten the record or move other TXT records (verification tokens) elsewhere",
+                    None,
+                    "",
+                    domain,
+                )
+            )
+        return b"".join(spf[0]).decode("latin-1")
+
+    async def walk(self, domain: str, record: str, via: str = "") -> int:
+        """Lint `record` of `domain` and everything it includes; returns its lookup count."""
+        static = lint_record(record, domain=domain, public=self.public)
+        for finding in static.findings:
+            if finding.code != "too-many-lookups":
+                self.report.add(finding)
+        if any(f.code in SYNTAX_CODES for f in static.findings):
+            self.report.lookup_chain[domain] = static.lookups
+            return static.lookups
+        total = own = 0
+        self.visiting.add(domain.lower())
+        for offset, term in split_terms(record)[1:]:
+            modifier = _MODIFIER_RE.match(term)
+            if modifier:
+                if modifier.group(1).lower() == "redirect" and not any(
+                    t.lower().lstrip("+-~?") == "all" for _, t in split_terms(record)
+                ):
+                    own += 1
+                    total += 1
+                    total += await self.follow(
+                        modifier.group(2), f"redirect={modifier.group(2)}", domain, offset
+                    )
+                continue
+            mechanism = parse_mechanism(term)
+            if not mechanism.counts_lookup:
+                continue
+            own += 1
+            total += 1
+            target = mechanism.domain_spec or domain
+            if "%" in target:
+                self.report.add(
+                    Finding(
+                        Severity.INFO,
+                        "macro",
+                        f"{term!r} uses macros; its target depends on each message and is not "
+                        "checked here",
+                        "",
+                        offset,
+                        term,
+                        domain,
+                    )
+                )
+                continue
+            if mechanism.name == "include":
+                total += await self.follow(target, term, domain, offset)
+            elif mechanism.name in {"a", "exists"}:
+                await self.void_check(target, "A", term, domain, offset)
+            elif mechanism.name == "mx":
+                count = await self.void_check(target, "MX", term, domain, offset)
+                if count > MX_NAME_LIMIT:
+                    self.report.add(
+                        Finding(
+                            Severity.ERROR,
+                            "mx-limit",
+                            f"{target} has {count} MX records; 'mx' allows at most {MX_NAME_LIMIT} "
+                            "(permerror)",
+                            "use ip4:/ip6: for the mail servers instead",
+                            offset,
+                            term,
+                            domain,
+                        )
+                    )
+        self.visiting.discard(domain.lower())
+        self.report.lookup_chain[domain] = own
+        return total
+
+    async def follow(self, target: str, via: str, domain: str, offset: int) -> int:
+        if "%" in target:
+            return 0
+        if target.lower() in self.visiting:
+            self.report.add(
+                Finding(
+                    Severity.ERROR,
+                    "loop",
+                    f"{via!r} loops back to {target}; evaluation ends in permerror",
+                    "remove the loop",
+                    offset,
+                    via,
+                    domain,
+                )
+            )
+            return 0
+        record = await self.fetch(target, via)
+        if record is None:
+            return 0
+        return await self.walk(target, record, via)
+
+    async def void_check(
+        self, target: str, rdtype: str, term: str, domain: str, offset: int
+    ) -> int:
+        try:
+            count = await _exists(target, rdtype, self.resolver)
+        except (dns.exception.DNSException, ValueError):
+            self.report.add(
+                Finding(
+                    Severity.WARNING,
+                    "dns-error",
+                    f"looking up {rdtype} {target} for {term!r} failed",
+                    "check the name servers of the target",
+                    offset,
+                    term,
+                    domain,
+                )
+            )
+            return 0
+        if count == 0:
+            self.void += 1
+            severity = Severity.ERROR if self.void > VOID_LOOKUP_LIMIT else Severity.WARNING
+            self.report.add(
+                Finding(
+                    severity,
+                    "void-lookup",
+                    f"{term!r}: {target} has no {rdtype} record (void lookup {self.void}; more "
+                    f"than {VOID_LOOKUP_LIMIT} is a permerror)",
+                    f"remove {term!r} or publish {rdtype} at {target}",
+                    offset,
+                    term,
+                    domain,
+                )
+            )
+        return count
+
+
+async def lint_domain(
+    domain: str, resolver: dns.asyncresolver.Resolver, *, public: bool = True
+) -> LintReport:
+    """Lint the SPF published at `domain`, following includes and redirects."""
+    domain = domain.rstrip(".").lower()
+    report = LintReport(None, domain)
+    walker = _Walker(report, resolver, public)
+    record = await walker.fetch(domain, "")
+    if record is None:
+        if not report.findings:
+            report.add(
+                Finding(
+                    Severity.ERROR,
+                    "no-spf",
+                    f"{domain} publishes no SPF record: receivers cannot tell forged mail from "
+                    "yours",
+                    f'publish TXT "v=spf1 ... -all" at {domain}',
+                    None,
+                    "",
+                    domain,
+                )
+            )
+        return report
+    report.record = record
+    report.lookups = await walker.walk(domain, record)
+    if report.lookups > LOOKUP_LIMIT:
+        chain = ", ".join(f"{d} {n}" for d, n in report.lookup_chain.items())
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "too-many-lookups",
+                f"{report.lookups} DNS-querying terms across the include chain (limit "
+                f"{LOOKUP_LIMIT}): {chain}; evaluation ends in permerror",
+                "flatten includes into ip4:/ip6: ranges or drop unused senders",
+                None,
+                "",
+                domain,
+            )
+        )
+    return report

@@ -1,0 +1,377 @@
+"""The durable spool: a message is acknowledged only once it is on disk and fsync'd.
+
+Layout under the spool directory (plain files, so `mxflow queue` works on a running node):
+
+    tmp/<id>            being written; never read back (left-overs are removed at start)
+    queue/<id>          a committed message: `MXSPOOL 1\\n`, one JSON envelope line, raw bytes
+    state/<id>.json     per-recipient delivery state (absent: every recipient pending)
+    control/<id>.<op>   a request from the CLI (`retry`, `delete`) the owning worker picks up
+
+Group commit: `enqueue` hands the message to one committer task; the committer writes every
+message waiting at that moment in one thread-pool call (write + fsync each file, rename all
+into queue/, then ONE fsync of queue/ for the whole batch) and only then resolves each
+caller's future, so each 250 waits for its own fsync while concurrent sessions share the
+directory fsync and the thread hand-off. State files are replaced atomically but not
+fsync'd: losing one after a crash only repeats a delivery attempt (at-least-once), never
+loses mail. A delivered message is simply unlinked.
+
+Several worker processes may share one spool: a queue id carries the index of the worker
+that created it, and a worker handles only ids it owns (`index % workers`), also after a
+restart with a different number of workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"MXSPOOL 1\n"
+
+PENDING = "pending"
+DEFERRED = "deferred"
+DELIVERED = "delivered"
+BOUNCED = "bounced"
+
+
+@dataclass
+class Envelope:
+    """What the SMTP transaction said about a message, stored with it."""
+
+    queue_id: str
+    mail_from: str
+    rcpt_tos: list[str]
+    received_at: float
+    message_id: str = ""
+    client_ip: str = ""
+    helo: str = ""
+    smtputf8: bool = False
+    body_8bit: bool = False
+    is_dsn: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Envelope:
+        fields: dict[str, Any] = json.loads(data)
+        return cls(**fields)
+
+
+@dataclass
+class RecipientState:
+    status: str = PENDING
+    reply: str = ""  # last reply or error, e.g. "451 4.3.0 try later (mx1.example)"
+    attempts: int = 0
+
+
+@dataclass
+class QueueState:
+    """Delivery state of one message: per recipient, plus the next attempt time."""
+
+    rcpts: dict[str, RecipientState] = field(default_factory=dict)
+    attempts: int = 0
+    next_attempt: float = 0.0
+
+    def pending(self) -> list[str]:
+        return [r for r, s in self.rcpts.items() if s.status in (PENDING, DEFERRED)]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "rcpts": {r: asdict(s) for r, s in self.rcpts.items()},
+                "attempts": self.attempts,
+                "next_attempt": self.next_attempt,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> QueueState:
+        data = json.loads(text)
+        return cls(
+            rcpts={r: RecipientState(**s) for r, s in data["rcpts"].items()},
+            attempts=int(data.get("attempts", 0)),
+            next_attempt=float(data.get("next_attempt", 0.0)),
+        )
+
+
+class SpoolError(Exception):
+    pass
+
+
+_counter = itertools.count(secrets.randbelow(1 << 16))
+
+
+def owner_of(queue_id: str, workers: int) -> int:
+    """The worker index that handles `queue_id` when `workers` processes share the spool."""
+    try:
+        return int(queue_id[13:15], 16) % max(workers, 1)
+    except ValueError:
+        return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """One node's spool directory (see the module docstring for the layout)."""
+
+    def __init__(
+        self, path: str | Path, *, worker: int = 0, workers: int = 1, fsync: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.worker = worker
+        self.workers = workers
+        self.fsync = fsync
+        self.tmp = self.path / "tmp"
+        self.queue = self.path / "queue"
+        self.state = self.path / "state"
+        self.control = self.path / "control"
+        for d in (self.tmp, self.queue, self.state, self.control):
+            d.mkdir(parents=True, exist_ok=True)
+        self._batch: list[tuple[str, bytes, bytes, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._removals: list[tuple[str, bool]] = []
+        self._remover: asyncio.Task[None] | None = None
+        self._remover_executor: ThreadPoolExecutor | None = None
+        self.batches = 0  # number of group commits so far (for measurements)
+        self.committed = 0
+
+    # ----------------------------------------------------------------- ids
+
+    def new_queue_id(self) -> str:
+        """A unique, time-ordered id: 13 hex digits of µs, 2 of worker index, 5 of counter."""
+        n = next(_counter) & 0xFFFFF
+        return f"{time.time_ns() // 1000:013X}{self.worker & 0xFF:02X}{n:05X}"
+
+    def owns(self, queue_id: str) -> bool:
+        return owner_of(queue_id, self.workers) == self.worker
+
+    @staticmethod
+    def valid_id(queue_id: str) -> bool:
+        return len(queue_id) == 20 and all(c in "0123456789ABCDEF" for c in queue_id)
+
+    # ----------------------------------------------------------------- writing
+
+    async def enqueue(
+        self,
+        mail_from: str,
+        rcpt_tos: list[str],
+        raw: bytes,
+        *,
+        queue_id: str | None = None,
+        message_id: str = "",
+        client_ip: str = "",
+        helo: str = "",
+        smtputf8: bool = False,
+        body_8bit: bool = False,
+        is_dsn: bool = False,
+    ) -> Envelope:
+        """Store a message durably and return its envelope (`.queue_id`).
+
+        Returns only after the message file and its directory entry are fsync'd; this is
+        what quarantine release and DSN generation use to (re-)inject mail.
+        """
+        env = Envelope(
+            queue_id=queue_id or self.new_queue_id(),
+            mail_from=mail_from,
+            rcpt_tos=list(rcpt_tos),
+            received_at=time.time(),
+            message_id=message_id,
+            client_ip=client_ip,
+            helo=helo,
+            smtputf8=smtputf8,
+            body_8bit=body_8bit,
+            is_dsn=is_dsn,
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._batch.append((env.queue_id, MAGIC + env.to_json(), raw, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop())
+        await fut
+        return env
+
+    async def _commit_loop(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        loop = asyncio.get_running_loop()
+        while self._batch:
+            batch, self._batch = self._batch, []
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._write_batch, [(q, h, r) for q, h, r, _ in batch]
+                )
+            except Exception as exc:
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(SpoolError(f"spool write failed: {exc}"))
+                continue
+            self.batches += 1
+            self.committed += len(batch)
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _write_batch(self, items: list[tuple[str, bytes, bytes]]) -> None:
+        written: list[str] = []
+        try:
+            for queue_id, header, raw in items:
+                fd = os.open(self.tmp / queue_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    view = memoryview(raw)
+                    done = os.writev(fd, [header, view])
+                    total = len(header) + len(raw)
+                    while done < total:  # short write: finish it
+                        off = done - len(header)
+                        if off < 0:
+                            done += os.write(fd, header[done:])
+                        else:
+                            done += os.write(fd, view[off:])
+                    if self.fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                written.append(queue_id)
+            for queue_id in written:
+                os.rename(self.tmp / queue_id, self.queue / queue_id)
+            if self.fsync:
+                _fsync_dir(self.queue)
+        except BaseException:
+            for queue_id in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.tmp / queue_id)
+            raise
+
+    # ----------------------------------------------------------------- reading / state
+
+    def ids(self) -> list[str]:
+        """Every committed queue id, oldest first."""
+        return sorted(n for n in os.listdir(self.queue) if self.valid_id(n))
+
+    def owned_ids(self) -> list[str]:
+        return [q for q in self.ids() if self.owns(q)]
+
+    def exists(self, queue_id: str) -> bool:
+        return (self.queue / queue_id).exists()
+
+    def load(self, queue_id: str) -> tuple[Envelope, bytes]:
+        """The envelope and raw message of `queue_id` (raises SpoolError when absent)."""
+        if not self.valid_id(queue_id):
+            raise SpoolError(f"{queue_id!r} is not a queue id")
+        try:
+            data = (self.queue / queue_id).read_bytes()
+        except FileNotFoundError:
+            raise SpoolError(f"no message {queue_id} in {self.queue}") from None
+        if not data.startswith(MAGIC):
+            raise SpoolError(f"{queue_id}: not a spool file")
+        nl = data.index(b"\n", len(MAGIC))
+        return Envelope.from_json(data[len(MAGIC) : nl]), data[nl + 1 :]
+
+    def load_envelope(self, queue_id: str) -> Envelope:
+        with open(self.queue / queue_id, "rb") as f:
+            if f.readline() != MAGIC:
+                raise SpoolError(f"{queue_id}: not a spool file")
+            return Envelope.from_json(f.readline())
+
+    def load_state(self, queue_id: str, env: Envelope | None = None) -> QueueState:
+        try:
+            return QueueState.from_json((self.state / f"{queue_id}.json").read_text())
+        except (FileNotFoundError, ValueError, KeyError):
+            env = env or self.load_envelope(queue_id)
+            return QueueState(rcpts={r: RecipientState() for r in env.rcpt_tos})
+
+    def save_state(self, queue_id: str, state: QueueState) -> None:
+        """Replace the state file atomically (not fsync'd: see the module docstring)."""
+        tmp = self.state / f".{queue_id}.{os.getpid()}.tmp"
+        tmp.write_text(state.to_json())
+        os.replace(tmp, self.state / f"{queue_id}.json")
+
+    def remove(self, queue_id: str) -> None:
+        """Forget a finished (or deleted) message."""
+        for p in (self.queue / queue_id, self.state / f"{queue_id}.json"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    def remove_later(self, queue_id: str, *, has_state: bool = True) -> None:
+        """Forget a finished message from a background thread.
+
+        An unlink right after other files' fsyncs can wait on the journal for a
+        millisecond or more; done on the event loop it stalls every session. A removal lost
+        in a crash only means one more delivery of that message (at-least-once).
+        """
+        self._removals.append((queue_id, has_state))
+        if self._remover is None or self._remover.done():
+            self._remover = asyncio.create_task(self._remove_loop())
+
+    async def _remove_loop(self) -> None:
+        if self._remover_executor is None:
+            self._remover_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="spool-rm"
+            )
+        loop = asyncio.get_running_loop()
+        while self._removals:
+            batch, self._removals = self._removals, []
+            await loop.run_in_executor(self._remover_executor, self._remove_batch, batch)
+
+    def _remove_batch(self, batch: list[tuple[str, bool]]) -> None:
+        for queue_id, has_state in batch:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.queue / queue_id)
+            if has_state:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.state / f"{queue_id}.json")
+
+    def clean_tmp(self) -> None:
+        """Remove never-acknowledged partial writes left by a crash (this worker's only)."""
+        for name in os.listdir(self.tmp):
+            if self.valid_id(name) and self.owns(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.tmp / name).unlink()
+
+    # ----------------------------------------------------------------- CLI control
+
+    def request(self, queue_id: str, op: str) -> None:
+        """Ask the running owner of `queue_id` to `retry` or `delete` it."""
+        if op not in ("retry", "delete"):
+            raise SpoolError(f"unknown operation {op!r}")
+        (self.control / f"{queue_id}.{op}").write_text(str(time.time()))
+
+    def take_requests(self) -> Iterator[tuple[str, str]]:
+        """Pending CLI requests for ids this worker owns; each is removed as it is taken."""
+        try:
+            names = os.listdir(self.control)
+        except FileNotFoundError:
+            return
+        for name in names:
+            queue_id, _, op = name.partition(".")
+            if not self.valid_id(queue_id) or not self.owns(queue_id):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.control / name)
+                yield queue_id, op
+
+    def close(self) -> None:
+        """Finish pending writes and removals (call after the event loop work is done)."""
+        if self._removals:
+            self._remove_batch(self._removals)
+            self._removals = []
+        for executor in (self._executor, self._remover_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._remover_executor = None

@@ -1,0 +1,155 @@
+"""Connection checks against the embedded DNS server: DNSBL, FCrDNS, URIBL; HELO; limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from mxflow.checks.base import Action, MessageContext, Phase
+from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
+from mxflow.checks.pipeline import FilterPipeline
+from mxflow.checks.policy import FilterPolicy
+from mxflow.checks.uribl import UriblCheck
+from tests.dnsserver import serve_zone_text
+from tests.filter.helpers import context, message
+
+BLOCKLIST = """\
+$ORIGIN bl.lab.test.
+9.0.66.127  IN A   127.0.0.2
+9.0.66.127  IN TXT "listed: spam source"
+"""
+SLOW_LIST = """\
+$ORIGIN slow.lab.test.
+9.0.66.127  IN A   127.0.0.2
+"""
+REVERSE = """\
+$ORIGIN 66.127.in-addr.arpa.
+10.0  IN PTR good.sender.test.
+11.0  IN PTR liar.sender.test.
+"""
+FORWARD = """\
+$ORIGIN sender.test.
+good  IN A 127.66.0.10
+liar  IN A 127.1.1.1
+"""
+URIBL = """\
+$ORIGIN uribl.lab.test.
+bad-pills.test  IN A 127.0.0.2
+9.0.66.127      IN A 127.0.0.4
+"""
+POLICY = FilterPolicy(
+    dnsbl_zones={"bl.lab.test": 6.0}, uribl_zones={"uribl.lab.test": 5.0}, check_timeout=1.0
+)
+
+
+async def test_dnsbl_lists_the_spam_source_and_not_others() -> None:
+    async with serve_zone_text(BLOCKLIST) as server:
+        check = DnsblCheck(POLICY, server.resolver())
+        listed = await check.check(MessageContext("127.66.0.9"))
+        clean = await check.check(MessageContext("127.66.0.10"))
+    (symbol,) = listed.symbols
+    assert (symbol.name, symbol.score) == ("RBL_BL_LAB_TEST", 6.0)
+    assert "127.66.0.9 listed in bl.lab.test" in symbol.detail
+    assert clean.symbols == []
+
+
+async def test_fcrdns_confirms_mismatches_and_misses() -> None:
+    async with serve_zone_text(REVERSE, FORWARD) as server:
+        check = FcrdnsCheck(POLICY, server.resolver())
+        good_ctx = MessageContext("127.66.0.10")
+        good = await check.check(good_ctx)
+        liar = await check.check(MessageContext("127.66.0.11"))
+        none = await check.check(MessageContext("127.66.0.12"))
+    assert [s.name for s in good.symbols] == ["FCRDNS_OK"]
+    assert good_ctx.client_hostname == "good.sender.test"
+    assert [s.name for s in liar.symbols] == ["FCRDNS_MISMATCH"]
+    assert [s.name for s in none.symbols] == ["RDNS_NONE"]
+
+
+async def test_uribl_finds_listed_domains_and_ips_in_text_and_html() -> None:
+    raw = message(
+        "Visit https://shop.bad-pills.test/buy now\n",
+        html='<a href="http://127.66.0.9/x">x</a> <a href="https://example.org/">ok</a>',
+    )
+    async with serve_zone_text(URIBL) as server:
+        result = await UriblCheck(POLICY, server.resolver()).check(context(raw))
+        clean = await UriblCheck(POLICY, server.resolver()).check(context(message()))
+    (symbol,) = result.symbols  # one symbol per zone, however many hits
+    assert symbol.name == "URIBL_URIBL_LAB_TEST" and symbol.score == 5.0
+    assert clean.symbols == []
+
+
+async def test_dns_results_count_in_the_message_verdict() -> None:
+    async with serve_zone_text(BLOCKLIST, URIBL, REVERSE, FORWARD) as server:
+        pipeline = FilterPipeline(POLICY, resolver=server.resolver())
+        ctx = context(
+            message("see http://bad-pills.test/\n"), ip="127.66.0.9", helo="mx.sender.test"
+        )
+        connect = await pipeline.evaluate(ctx, Phase.CONNECT)
+        data = await pipeline.evaluate(ctx, Phase.DATA)
+    assert "RBL_BL_LAB_TEST" in {s.name for s in connect.symbols}
+    names = {s.name for s in data.symbols}
+    assert {"RBL_BL_LAB_TEST", "URIBL_URIBL_LAB_TEST", "RDNS_NONE"} <= names
+    assert "DNS_CHECKS_SKIPPED" not in names
+    assert data.action in (Action.QUARANTINE, Action.REJECT)
+
+
+async def test_a_dns_server_that_never_answers_cannot_stall_the_message() -> None:
+    async with serve_zone_text(SLOW_LIST) as server:
+        server.silence("9.0.66.127.slow.lab.test")
+        policy = FilterPolicy(dnsbl_zones={"slow.lab.test": 6.0}, check_timeout=0.5)
+        pipeline = FilterPipeline(policy, resolver=server.resolver(timeout=5, lifetime=10))
+        started = time.perf_counter()
+        verdict = await pipeline.evaluate(context(message(), ip="127.66.0.9"), Phase.DATA)
+        elapsed = time.perf_counter() - started
+    assert elapsed < 2.0
+    assert "DNSBL_TIMEOUT" in {s.name for s in verdict.symbols}
+    assert verdict.action is Action.DELIVER
+
+
+def test_without_a_resolver_dns_checks_are_skipped_and_said_so() -> None:
+    verdict = asyncio.run(FilterPipeline(POLICY).evaluate(context(message()), Phase.DATA))
+    skipped = [s for s in verdict.symbols if s.name == "DNS_CHECKS_SKIPPED"]
+    assert skipped and "dnsbl" in skipped[0].detail and "uribl" in skipped[0].detail
+
+
+async def test_helo_sanity() -> None:
+    check = HeloCheck(FilterPolicy())
+
+    async def names(helo: str, ip: str = "127.66.0.10") -> list[str]:
+        result = await check.check(MessageContext(ip, helo=helo, local_hostname="gw.contoso.test"))
+        return [s.name for s in result.symbols]
+
+    assert await names("mail.sender.test") == []
+    assert await names("[127.66.0.10]") == []
+    assert await names("[127.66.0.99]") == ["HELO_IP_MISMATCH"]
+    assert await names("127.66.0.10") == ["HELO_BARE_IP"]
+    assert await names("localhost") == ["HELO_NOT_FQDN"]
+    assert await names("GW.contoso.test") == ["HELO_IS_OURS"]
+
+
+async def test_rate_and_concurrency_limits_per_client_ip() -> None:
+    limiter = RateLimiter(FilterPolicy(max_connections_per_ip=2, max_connections_per_minute=3))
+    a, b = MessageContext("127.66.1.1"), MessageContext("127.66.1.2")
+    assert (await limiter.check(a)).action is None
+    assert (await limiter.check(a)).action is None
+    busy = await limiter.check(a)
+    assert busy.action is Action.TEMPFAIL and "concurrent" in busy.reason
+    assert (await limiter.check(b)).action is None  # another client is not affected
+    limiter.closed("127.66.1.1")
+    assert (await limiter.check(a)).action is None  # third connection this minute
+    limiter.closed("127.66.1.1")
+    limiter.closed("127.66.1.1")
+    flood = await limiter.check(a)
+    assert flood.action is Action.TEMPFAIL and [s.name for s in flood.symbols] == ["RATE_LIMIT"]
+
+
+async def test_rate_limit_is_part_of_the_connect_phase() -> None:
+    pipeline = FilterPipeline(FilterPolicy(max_connections_per_ip=1))
+    first = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
+    second = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
+    assert first.action is Action.DELIVER
+    assert second.action is Action.TEMPFAIL and "127.66.2.1" in second.reason
+    pipeline.connection_closed("127.66.2.1")
+    third = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
+    assert third.action is Action.DELIVER

@@ -1,0 +1,110 @@
+"""The pipeline: phases, budgets, crashes, allow / block lists."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
+from mxflow.checks.pipeline import FilterPipeline
+from mxflow.checks.policy import FilterPolicy, parse_filter_section
+from tests.filter.helpers import context, message
+
+
+class Crashing:
+    name = "crashy"
+    phase = Phase.DATA
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        raise RuntimeError("boom")
+
+
+class Slow:
+    name = "slow"
+    phase = Phase.DATA
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        await asyncio.sleep(30)
+        return CheckResult()
+
+
+class Scoring:
+    def __init__(self, name: str, phase: Phase, score: float) -> None:
+        self.name, self.phase, self.score = name, phase, score
+        self.calls = 0
+
+    async def check(self, ctx: MessageContext) -> CheckResult:
+        self.calls += 1
+        result = CheckResult()
+        result.add(self.name.upper(), self.score)
+        return result
+
+
+async def test_a_crashing_or_slow_check_adds_a_symbol_and_loses_nothing() -> None:
+    pipeline = FilterPipeline(
+        FilterPolicy(check_timeout=0.3), checks=[Crashing(), Slow(), Scoring("ok", Phase.DATA, 1)]
+    )
+    verdict = await pipeline.evaluate(context(message()), Phase.DATA)
+    names = {s.name: s.detail for s in verdict.symbols}
+    assert names["CRASHY_ERROR"] == "RuntimeError: boom"
+    assert "SLOW_TIMEOUT" in names and "OK" in names
+    assert verdict.action is Action.DELIVER
+
+
+async def test_earlier_phases_count_once_in_the_data_verdict() -> None:
+    connect = Scoring("rbl", Phase.CONNECT, 3.0)
+    envelope = Scoring("env", Phase.ENVELOPE, 1.0)
+    data = Scoring("content", Phase.DATA, 2.0)
+    pipeline = FilterPipeline(FilterPolicy(), checks=[connect, envelope, data])
+    ctx = context(message())
+    assert (await pipeline.evaluate(ctx, Phase.CONNECT)).score == 3.0
+    assert (await pipeline.evaluate(ctx, Phase.ENVELOPE)).score == 4.0
+    verdict = await pipeline.evaluate(ctx, Phase.DATA)
+    assert verdict.score == 6.0 and verdict.scl == 5 and verdict.action is Action.JUNK
+    assert (connect.calls, envelope.calls, data.calls) == (1, 1, 1)
+
+
+async def test_allow_and_block_lists() -> None:
+    policy = parse_filter_section(
+        {
+            "allow_senders": ["@partner.example"],
+            "block_senders": ["spammer@bad.example", "evil.example"],
+            "block_ips": ["127.66.0.0/24"],
+        },
+        "t.toml",
+    )
+    pipeline = FilterPipeline(policy)
+    gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+    allowed = await pipeline.evaluate(
+        context(message(gtube), mail_from="news@mail.partner.example"), Phase.DATA
+    )
+    assert (allowed.scl, allowed.action) == (-1, Action.DELIVER)
+    blocked_from = await pipeline.evaluate(
+        context(message(sender="x@sub.evil.example")), Phase.DATA
+    )
+    assert blocked_from.action is Action.REJECT
+    assert "blocked by policy" in blocked_from.reason
+    blocked_env = await pipeline.evaluate(
+        MessageContext("192.0.2.1", mail_from="spammer@bad.example"), Phase.ENVELOPE
+    )
+    assert blocked_env.action is Action.REJECT
+    blocked_ip = await pipeline.evaluate(MessageContext("127.66.0.7"), Phase.CONNECT)
+    assert blocked_ip.action is Action.REJECT and "127.66.0.7" in blocked_ip.reason
+
+
+async def test_checks_can_be_switched_off_by_policy() -> None:
+    pipeline = FilterPipeline(FilterPolicy(checks=("headers",)))
+    assert [c.name for c in pipeline.checks] == ["headers"]
+    verdict = await pipeline.evaluate(context(b"Subject: x\r\n\r\nbody\r\n"), Phase.DATA)
+    assert {"MISSING_DATE", "MISSING_FROM", "MISSING_MID"} <= {s.name for s in verdict.symbols}
+
+
+async def test_header_anomalies() -> None:
+    raw = message(
+        extra={"Reply-To": "x@example.net"},
+    ).replace(b"From: Ann Example <ann@example.org>", b'From: "paypal@paypal.com" <ann@evil.test>')
+    verdict = await FilterPipeline(FilterPolicy(checks=("headers",))).evaluate(
+        context(raw, mail_from="bounce@other.test"), Phase.DATA
+    )
+    names = {s.name for s in verdict.symbols}
+    assert {"FROM_NAME_SPOOF", "FROM_ENVELOPE_MISMATCH"} <= names
+    assert "MISSING_DATE" not in names
