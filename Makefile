@@ -31,5 +31,9 @@ typecheck: venv
 pytest: venv
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# Rebuild the shipped spam model from data/corpus (byte-identical to the committed one).
+model: venv
+	$(BIN)/python -m mxflow.checks.train data/corpus src/mxflow/data/bayes.model.gz
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

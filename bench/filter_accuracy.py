@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mxflow.checks.base import MessageContext, Phase
-from mxflow.checks.classifier import BayesModel
 from mxflow.checks.mime import parse
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
-from mxflow.checks.train import FOLDS, read_corpus
+from mxflow.checks.train import FOLDS, read_corpus, train_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +71,9 @@ def row(name: str, spam: list[float], ham: list[float], threshold: float) -> dic
     }
 
 
-async def run(corpus: Path, folds: int) -> tuple[list[dict[str, object]], float]:
+async def run(
+    corpus: Path, folds: int, dump: list[tuple[str, bool, float, float]] | None = None
+) -> tuple[list[dict[str, object]], float]:
     started = time.monotonic()
     messages = list(read_corpus(corpus))
     tokens = [tokenize(parse(m.raw)) for m in messages]
@@ -80,10 +81,13 @@ async def run(corpus: Path, folds: int) -> tuple[list[dict[str, object]], float]
     full: dict[bool, list[float]] = {True: [], False: []}
     bayes: dict[bool, list[float]] = {True: [], False: []}
     for fold in range(folds):
-        model = BayesModel()
-        for message, toks in zip(messages, tokens, strict=True):
-            if message.fold != fold:
-                model.learn(toks, message.is_spam)
+        model = train_tokens(
+            [
+                (toks, message.is_spam)
+                for message, toks in zip(messages, tokens, strict=True)
+                if message.fold != fold
+            ]
+        )
         pipeline = FilterPipeline(policy, model=model)
         for message, toks in zip(messages, tokens, strict=True):
             if message.fold != fold:
@@ -93,6 +97,9 @@ async def run(corpus: Path, folds: int) -> tuple[list[dict[str, object]], float]
             )
             full[message.is_spam].append(verdict.score)
             bayes[message.is_spam].append(model.score(toks).probability)
+            if dump is not None:
+                score = model.score(toks)
+                dump.append((message.member, message.is_spam, verdict.score, score.probability))
     rows = [
         row("mxflow", full[True], full[False], policy.junk_score),
         row("mxflow (classifier only)", bayes[True], bayes[False], 0.9),
@@ -105,8 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "corpus")
     parser.add_argument("--folds", type=int, default=FOLDS, help="run folds 0..N-1 (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON for peer_accuracy.py")
+    parser.add_argument("--dump", metavar="FILE", help="write each held-out score (TSV)")
     args = parser.parse_args(argv)
-    rows, seconds = asyncio.run(run(args.corpus, max(1, min(args.folds, FOLDS))))
+    dump: list[tuple[str, bool, float, float]] | None = [] if args.dump else None
+    rows, seconds = asyncio.run(run(args.corpus, max(1, min(args.folds, FOLDS)), dump))
+    if args.dump and dump is not None:
+        with open(args.dump, "w", encoding="utf-8") as f:
+            for member, is_spam, score, probability in dump:
+                f.write(f"{member}\t{int(is_spam)}\t{score}\t{probability}\n")
     if args.json:
         print(json.dumps({"rows": rows, "seconds": round(seconds, 1), "folds": args.folds}))
         return 0

@@ -67,7 +67,7 @@ async def run(count: int, use_clamd: bool) -> dict[str, object]:
             await pipeline.evaluate(ctx, phase)
             phases[phase.value].append(time.perf_counter() - t0)
         total.append(time.perf_counter() - started)
-        pipeline.connection_closed(ctx.client_ip)
+        pipeline.connection_closed(ctx)
     sizes = [len(r) for r in sample]
     return {
         "messages": count,

@@ -68,6 +68,11 @@ def main() -> int:
     parser.add_argument(
         "--corpus", type=Path, default=None, help="corpus folder (default data/corpus)"
     )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="send smtp-source's 10 KB filler (-l 10240) instead of a real message",
+    )
     parser.add_argument("--no-train", action="store_true", help="leave rspamd's Bayes empty")
     parser.add_argument(
         "--plain", action="store_true", help="also Postfix alone and mxflow without filter"
@@ -87,11 +92,11 @@ def main() -> int:
 
     lock = procs.bench_lock()
     root = procs.fresh_dir(procs.BENCH_ROOT / "filter-throughput")
-    message = args.message
-    if message is None:
+    message: Path | None = args.message
+    if message is None and not args.synthetic:
         message = root / "message.eml"
         message.write_bytes(corpus.pick(corpus_dir, spam=False, low=9 * 1024, high=11 * 1024))
-    size_kb = round(message.stat().st_size / 1024)
+    size_kb = round(message.stat().st_size / 1024) if message else 10
 
     sock = root / "rspamd-milter.sock"
     addrs: dict[str, tuple[str, int]] = {}
@@ -136,7 +141,8 @@ def main() -> int:
         print(f"peer_filter_throughput.py: {exc}", file=sys.stderr)
         return 2
 
-    log(f"machine: {procs.machine()}; message {message} ({message.stat().st_size} bytes)")
+    what = f"{message} ({message.stat().st_size} bytes)" if message else "smtp-source -l 10240"
+    log(f"machine: {procs.machine()}; message {what}")
     sink = Sink(*SINK, procs.BENCH_ROOT / "smtp-sink.log")
     cells: list[Cell] = []
     dns_stub = None
@@ -201,7 +207,8 @@ def main() -> int:
         if c.target not in best or c.msgs_per_s > best[c.target].msgs_per_s:
             best[c.target] = c
     day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    what = f"{size_kb} KB real message, {args.sessions} sessions"
+    kind = "real message" if message else "smtp-source filler"
+    what = f"{size_kb} KB {kind}, {args.sessions} sessions"
     print(f"\nGateway throughput with filtering, {what}, {day}")
     print(f"machine: {procs.machine()}")
     print("| target | msg/s (best of 2) | both runs | p50 / p99 ms | sink check |")

@@ -162,7 +162,7 @@ def warm_up(addr: tuple[str, int], sink: Sink, timeout: float, message: Path | N
         raise RuntimeError(f"warm-up through {addr[0]}:{addr[1]} did not reach the sink")
 
 
-def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float) -> None:
+def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float, sessions: int) -> None:
     """py-spy record on mxflow (and its workers) while smtp-source keeps it busy."""
     out = procs.BENCH_ROOT / "mxflow-profile.txt"
     spy = profile.start(pid, seconds, out)
@@ -172,12 +172,13 @@ def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float) -> None
     time.sleep(1.0)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and spy.poll() is None:
-        measure("mxflow", MXFLOW, sink=sink, size_kb=10, sessions=20, count=500,
+        count = 25 * sessions if sessions < 20 else 500
+        measure("mxflow", MXFLOW, sink=sink, size_kb=10, sessions=sessions, count=count,
                 lat_count=0, timeout=timeout)  # fmt: skip
     spy.wait(timeout)
     summary = profile.summarise(out)
     (procs.BENCH_ROOT / "mxflow-profile-summary.txt").write_text(summary + "\n")
-    print(f"\nmxflow under load, py-spy ({out}):\n{summary}\n")
+    print(f"\nmxflow under 10 KB x {sessions}-session load, py-spy ({out}):\n{summary}\n")
 
 
 def fmt(v: float, digits: int = 0) -> str:
@@ -236,6 +237,14 @@ def main() -> int:
         default=CONFIGS / "mxflow-gateway.toml",
         help="mxflow node config (template)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="override [server] workers of the mxflow config"
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="diagnosis only: mxflow with [server] fsync = false (Postfix always fsyncs)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on each step, seconds")
     parser.add_argument("--json", type=Path, default=None, help="also write the cells to this file")
     parser.add_argument(
@@ -243,7 +252,10 @@ def main() -> int:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="after the table, sample mxflow with py-spy under 10 KB x 20-session load",
+        help="after the table, sample mxflow with py-spy under 10 KB load",
+    )
+    parser.add_argument(
+        "--profile-sessions", type=int, default=20, help="sessions of the --profile load"
     )
     args = parser.parse_args()
     procs.exit_on_sigterm()
@@ -266,7 +278,12 @@ def main() -> int:
             Mxflow(
                 MxflowConfig(
                     args.config, procs.BENCH_ROOT / "mxflow-relay", *MXFLOW,
-                    replace={"127.0.99.3": MXFLOW[0], "127.0.99.1:2526": f"{SINK[0]}:{SINK[1]}"},
+                    replace={
+                        "127.0.99.3": MXFLOW[0],
+                        "127.0.99.1:2526": f"{SINK[0]}:{SINK[1]}",
+                        **({"workers = 2": f"workers = {args.workers}"} if args.workers else {}),
+                        **({"fsync = true": "fsync = false"} if args.no_fsync else {}),
+                    },
                 )
             )
             if "mxflow" in targets else None
@@ -313,7 +330,7 @@ def main() -> int:
                     cells.append(cell)
                 n += 1
         if args.profile > 0 and mx is not None and mx.pid is not None:
-            profile_mxflow(mx.pid, sink, args.profile, args.timeout)
+            profile_mxflow(mx.pid, sink, args.profile, args.timeout, args.profile_sessions)
     finally:
         if mx is not None:
             exit_status = mx.stop()

@@ -31,7 +31,7 @@ Foreground no
 User root
 ScanMail yes
 ScanArchive yes
-StreamMaxLength 50M
+StreamMaxLength 20M
 MaxThreads 4
 SelfCheck 3600
 CONF

@@ -118,28 +118,20 @@ async def test_broken_chain_is_not_resealed() -> None:
     scenario = SIGNING[0]
     case = next(iter(scenario["tests"].values()))
     raw = crlf(case["message"])
-    first = await arc_seal(
-        raw,
-        auth_results="lists.example.org; arc=none",
-        domain=scenario["domain"],
-        selector=scenario["sel"],
-        key=scenario["privatekey"],
-    )
-    raw = b"".join(f"{n}: {v}\r\n".encode() for n, v in first) + raw
-    failed = await arc_seal(
-        raw,
-        auth_results="lists.example.org; arc=fail",
-        domain=scenario["domain"],
-        selector=scenario["sel"],
-        key=scenario["privatekey"],
-    )
+
+    async def seal(raw: bytes, chain: str) -> list[tuple[str, str]]:
+        return await arc_seal(
+            raw,
+            auth_results=f"lists.example.org; arc={chain}",
+            domain=scenario["domain"],
+            selector=scenario["sel"],
+            key=scenario["privatekey"],
+        )
+
+    def prepend(headers: list[tuple[str, str]], raw: bytes) -> bytes:
+        return b"".join(f"{n}: {v}\r\n".encode() for n, v in headers) + raw
+
+    raw = prepend(await seal(raw, "none"), raw)
+    failed = await seal(raw, "fail")
     assert "cv=fail" in failed[0][1]
-    raw = b"".join(f"{n}: {v}\r\n".encode() for n, v in failed) + raw
-    again = await arc_seal(
-        raw,
-        auth_results="lists.example.org; arc=fail",
-        domain=scenario["domain"],
-        selector=scenario["sel"],
-        key=scenario["privatekey"],
-    )
-    assert again == []
+    assert await seal(prepend(failed, raw), "fail") == []

@@ -8,31 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.auth.zones import serve_txt
+from tests.clirun import mxflow
 
 MESSAGE = (
     b"From: Alice <alice@contoso.com>\r\nTo: bob@fabrikam.example\r\nSubject: hi\r\n\r\nHello.\r\n"
 )
-
-
-async def mxflow(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mxflow",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def record_of(printed: str) -> str:
@@ -84,6 +69,21 @@ async def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert code == 2
     assert err.strip().count("\n") == 0 and "exists" in err
     assert (tmp_path / "s1.contoso.com.key").read_text() == "precious"
+
+
+async def test_keygen_selector_names(tmp_path: Path) -> None:
+    """RFC 6376 §3.1 selectors may have dots (`2026.eng`); a space is one clear error."""
+    dotted, spaced = await asyncio.gather(
+        mxflow("dkim", "keygen", "--domain", "contoso.com", "--selector", "2026.eng",
+               "--ed25519", cwd=tmp_path),
+        mxflow("dkim", "keygen", "--domain", "contoso.com", "--selector", "s 1", cwd=tmp_path),
+    )  # fmt: skip
+    assert dotted[0] == 0, dotted[2]
+    assert "2026.eng._domainkey.contoso.com. IN TXT" in dotted[1]
+    assert (tmp_path / "2026.eng.contoso.com.key").exists()
+    assert spaced[0] == 2 and spaced[2].strip() == (
+        "mxflow: --selector 's 1': expected a name such as s1 or 2026.eng"
+    )
 
 
 async def test_auth_check_prints_authentication_results(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mxflow.auth.dmarc import DmarcResult
 from mxflow.auth.results import (
     authserv_id,
     format_authentication_results,
@@ -60,3 +61,16 @@ def test_reading_results_with_comments_and_quotes() -> None:
     ]
     assert method_result(value, "dkim") == "fail"
     assert method_result(value, "dmarc") is None
+
+
+def test_reasons_in_comments_cannot_break_our_header() -> None:
+    """An author's From text can carry an unbalanced '(': it must not end up in a comment."""
+    dmarc = DmarcResult("permerror", reason="From must name one author domain, found 'Al (x'")
+    timeout = DmarcResult("temperror", reason="DNS: the resolver did not answer (timed out)")
+    assert timeout.ar_part() == "dmarc=temperror (DNS: the resolver did not answer timed out)"
+    value = format_authentication_results("mx.host.example", [dmarc.ar_part(), "spf=pass"])
+    assert split_results(value)[1:] == [
+        "dmarc=permerror (From must name one author domain, found 'Al x')",
+        "spf=pass",
+    ]
+    assert method_result(value, "spf") == "pass"

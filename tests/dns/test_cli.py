@@ -11,10 +11,10 @@ import pytest
 
 from mxflow.dns.server import EmbeddedDnsServer
 from mxflow.dns.zone import Zone, load_zone_file
+from tests.clirun import ROOT, assert_one_line_error, mxflow
 from tests.conftest import unique_loopback
 from tests.dnsserver import serve_zone_text, serve_zones
 
-ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "examples" / "topology.toml"
 REFERENCE = "v=spf1 ipv4: 10.10.10.1 include:spf.protection.outlook.com -all"
 
@@ -26,30 +26,6 @@ mail  A   131.107.21.231
 """
 
 
-async def mxflow(*args: str) -> tuple[int, str, str]:
-    """Run `python -m mxflow ARGS` without blocking the loop (the DNS server runs on it)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mxflow",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err
-
-
 async def test_spf_lint_reference_record() -> None:
     code, out, _ = await mxflow("spf", "lint", REFERENCE)
     assert code == 1
@@ -57,6 +33,9 @@ async def test_spf_lint_reference_record() -> None:
     assert "did you mean 'ip4:10.10.10.1'?" in out
     assert "splits the term" in out
     assert "error   at 7 'ipv4:'" in out
+    assert out.endswith(
+        "DNS lookups 1/10 in this record, before its includes (--domain follows them)\n"
+    )
 
 
 async def test_spf_lint_clean_record_and_json() -> None:
@@ -79,6 +58,12 @@ async def test_spf_eval_and_lint_domain_against_the_embedded_server() -> None:
             "spf", "eval", "--ip", "192.0.2.9", "--sender", "a@contoso.test", "--resolver", endpoint
         )
         assert code == 1 and out.split()[0] == "fail"
+        code, out, _ = await mxflow(
+            "spf", "eval", "--ip", "131.107.21.231", "--sender", "<>", "--helo", "contoso.test",
+            "--resolver", endpoint, "--headers",
+        )  # fmt: skip
+        assert code == 0 and out.split()[0] == "pass"  # the null sender: HELO is checked
+        assert "spf=pass" in out and "smtp.helo=contoso.test" in out
         code, out, _ = await mxflow(
             "spf", "lint", "--domain", "contoso.test", "--resolver", endpoint
         )
@@ -157,6 +142,10 @@ async def test_dns_serve_answers_and_bad_input_is_one_line(tmp_path: Path) -> No
     bad.write_text("$ORIGIN bad.test.\n@ IN MX not-a-number\n")
     code, _, err = await mxflow("dns", "serve", "--zone", str(bad), "--listen", f"{host}:0")
     assert_one_line_error(code, err, "bad.zone:2")
+    code, _, err = await mxflow(
+        "dns", "serve", "--zone", str(zone_file), "--zone", str(zone_file), "--listen", f"{host}:0"
+    )
+    assert_one_line_error(code, err, "zone contoso.test. is given more than once")
 
 
 @pytest.mark.parametrize(
@@ -179,3 +168,17 @@ async def test_bad_topology_is_one_line(tmp_path: Path) -> None:
     path.write_text('[domain]\nname = "c.test"\n[host]\ninbound = "h.test"\n')
     code, _, err = await mxflow("dns", "plan", "--topology", str(path))
     assert_one_line_error(code, err, "host.spf_include")
+
+
+async def test_bad_endpoints_and_domains_are_one_line() -> None:
+    """Typos an admin makes: each one clear line, no traceback, no query sent anywhere."""
+    cases = {
+        ("dns", "check", "contoso.test", "--resolver", "127.0.0.1:99999"): "--resolver",
+        ("spf", "eval", "--ip", "192.0.2.1", "--sender", "a@b.test", "--resolver", "x"): "IP",
+        ("dns", "serve", "--zone", "examples/topology.toml", "--listen", "nohost"): "--listen",
+        ("dns", "check", "conto so.com", "--resolver", "127.0.0.1:53"): "not a domain name",
+        ("spf", "lint", "--domain", "a..b", "--resolver", "127.0.0.1:53"): "not a domain name",
+    }
+    results = await asyncio.gather(*(mxflow(*args) for args in cases))
+    for (code, _, err), fragment in zip(results, cases.values(), strict=True):
+        assert_one_line_error(code, err, fragment)

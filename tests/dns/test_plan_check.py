@@ -45,6 +45,9 @@ def test_plan_scenario_1_records() -> None:
     assert ("_mta-sts.contoso.com", "TXT") in by_type
     assert any("3600 s or less" in line for line in plan.advice)
     assert any("p=quarantine, then to p=reject" in line for line in plan.advice)
+    (mta_sts,) = [line for line in plan.advice if line.startswith("MTA-STS")]
+    assert "'max_age: 86400'" in mta_sts  # RFC 8461 §3.2: required in the policy
+    assert "mta-sts.contoso.com (A/AAAA or CNAME" in mta_sts
     table = plan.table()
     assert "selector2._domainkey.contoso.com" in table and "WHY" in table
 
@@ -83,6 +86,10 @@ def test_topology_errors_name_the_key() -> None:
                 "host": {"inbound": "h.test", "spf_include": "s.test"},
                 "gateway": {"mx": ["a"], "ips": ["not-an-ip"]},
             }
+        )
+    with pytest.raises(ConfigError, match=r"domain\.name: .*a domain name"):
+        parse_topology(
+            {"domain": {"name": "contoso com"}, "host": {"inbound": "h.test", "spf_include": "s"}}
         )
     no_archiver = parse_topology(
         {"domain": {"name": "c.test"}, "host": {"inbound": "h.test", "spf_include": "s.test"}}
@@ -130,6 +137,8 @@ mail                A   131.107.21.231
 selector1._domainkey.dangling CNAME selector1.keys.checked.test.
 _dmarc.dangling     TXT "v=DMARC1; p=reject"
 elsewhere   86400   MX  10 mx.somewhere.test.
+_dmarc.elsewhere    TXT "v=DMARC1; p=rejct; rua=mailto:d@checked.test"
+_dmarc.nomx         TXT "v=DMARC1; p=reject; pct=10; rua=mailto:d@checked.test"
 """
 LAB = """\
 $ORIGIN mxflow.test.
@@ -152,6 +161,8 @@ async def test_check_finds_problems() -> None:
 
         nomx = await check_domain("nomx.checked.test", resolver)
         assert "no-mx" in {f.code for f in nomx.findings}
+        (pct,) = [f for f in nomx.findings if f.code == "dmarc-pct"]
+        assert "applies to 10% of failing mail" in pct.message
 
         dangling = await check_domain("dangling.checked.test", resolver)
         found = {f.code for f in dangling.findings}
@@ -163,6 +174,8 @@ async def test_check_finds_problems() -> None:
         elsewhere = await check_domain("elsewhere.checked.test", resolver)
         assert "mx-ttl" in {f.code for f in elsewhere.findings}
         assert "no-spf" in {f.code for f in elsewhere.all_findings}
+        (syntax,) = [f for f in elsewhere.findings if f.code == "dmarc-syntax"]
+        assert syntax.severity == Severity.ERROR and "p='rejct'" in syntax.message
 
 
 def test_known_mx_services() -> None:

@@ -9,6 +9,7 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdatatype
 import dns.resolver
 import pytest
 
@@ -155,3 +156,46 @@ async def test_servfail_names_and_empty_apex() -> None:
         assert failed.rcode() == dns.rcode.SERVFAIL
         apex = await ask(server, "broken.test", "MX")
         assert apex.rcode() == dns.rcode.NOERROR and not apex.answer
+
+
+async def test_zone_transfers_are_refused() -> None:
+    async with serve_zone_text(CONTOSO) as server:
+        response = await ask(server, "contoso.test", "AXFR")
+    assert response.rcode() == dns.rcode.REFUSED and not response.answer
+
+
+async def test_idle_tcp_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mxflow.dns.server.TCP_IDLE_TIMEOUT", 0.2)
+    async with serve_zone_text(CONTOSO) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the server
+        writer.close()
+
+
+async def test_stop_with_an_open_tcp_connection_reports_no_error() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with serve_zone_text(CONTOSO) as server:
+            _reader, writer = await asyncio.open_connection(server.host, server.port)
+            await asyncio.sleep(0.05)  # the server has accepted it
+        await asyncio.sleep(0.05)  # done callbacks of the closed connection have run
+        writer.close()
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+
+
+async def test_negative_answers_carry_the_soa_with_its_minimum_ttl() -> None:
+    zone = (
+        "$ORIGIN neg.test.\n@ 3600 IN SOA ns1 hostmaster 1 3600 600 86400 60\nhost IN A 127.0.0.3\n"
+    )
+    async with serve_zone_text(zone) as server:
+        nxdomain = await ask(server, "nothere.neg.test", "A")
+        nodata = await ask(server, "host.neg.test", "MX")
+    assert nxdomain.rcode() == dns.rcode.NXDOMAIN and nodata.rcode() == dns.rcode.NOERROR
+    for response in (nxdomain, nodata):
+        assert not response.answer and response.flags & dns.flags.AA
+        (soa,) = response.authority
+        assert soa.rdtype == dns.rdatatype.SOA and soa.ttl == 60  # RFC 2308 §3

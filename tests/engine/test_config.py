@@ -37,6 +37,7 @@ def check(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_example_gateway_config_is_valid(tmp_path: Path) -> None:
     result = check(str(EXAMPLE), "--data-dir", str(tmp_path))
+    assert check(str(EXAMPLE.with_name("sink.toml")), "--data-dir", str(tmp_path)).returncode == 0
     assert result.returncode == 0, result.stderr
     assert "127.0.0.1:2525 (starttls)" in result.stdout
     assert "contoso.com -> 127.0.0.1:2526 (tls opportunistic)" in result.stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.roles.gateway import build_node
+from mxflow.smtp.spool import owner_of
 from tests.conftest import free_port, unique_loopback
 from tests.engine.helpers import RawSmtp, maildir_messages, message, sink_config, stuffed, wait_for
 
@@ -134,8 +135,10 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(tmp_path: Path, wo
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    spooled = {_message_id(p.read_bytes()) for p in (tmp_path / "gw" / "spool" / "queue").iterdir()}
-    assert set(acked) <= spooled
+    files = list((tmp_path / "gw" / "spool" / "queue").iterdir())
+    assert set(acked) <= {_message_id(p.read_bytes()) for p in files}
+    # with two workers on one port (SO_REUSEPORT), both took connections
+    assert {owner_of(p.name, workers) for p in files} == set(range(workers))
 
     async with build_node(sink_cfg):
         proc2 = start_gateway(config, tmp_path / "gw")

@@ -85,3 +85,44 @@ async def test_queue_commands_on_a_running_node(tmp_path: Path) -> None:
     store = TraceStore(cfg.trace_db)
     assert [e.event for e in store.by_queue_id(ids[1])][-1] == "deleted"
     store.close()
+
+
+async def test_another_process_injects_into_a_running_node(tmp_path: Path) -> None:
+    """What quarantine release does: Spool.inject from a separate process, no re-filtering."""
+    sink_cfg = sink_config(tmp_path / "sink")
+    async with build_node(sink_cfg) as sink:
+        cfg = node_config(
+            "gateway",
+            tmp_path / "gw",
+            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+            routes=[
+                {
+                    "domains": ["contoso.com"],
+                    "smart_hosts": [f"{sink.address}:{sink.port}"],
+                    "tls": "none",
+                }
+            ],
+        )
+        async with build_node(cfg):
+            code = (
+                "import asyncio\n"
+                "from mxflow.smtp.spool import Spool\n"
+                f"spool = Spool({str(cfg.spool_dir)!r})\n"
+                "env = asyncio.run(spool.inject('alice@fabrikam.test', ['bob@contoso.com'],"
+                " b'Subject: released\\r\\n\\r\\nfrom quarantine\\r\\n',"
+                " message_id='<rel-1@fabrikam.test>'))\n"
+                "spool.close()\n"
+                "print(env.queue_id)\n"
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0
+            await wait_for(lambda: len(maildir_messages(sink_cfg, "bob@contoso.com")) == 1)
+            got = maildir_messages(sink_cfg, "bob@contoso.com")[0]
+            assert got.endswith(b"Subject: released\r\n\r\nfrom quarantine\r\n")
+            queue_id = out.decode().strip()
+            store = TraceStore(cfg.trace_db)
+            await wait_for(lambda: any(e.event == "delivered" for e in store.by_queue_id(queue_id)))
+            store.close()

@@ -113,3 +113,35 @@ def test_cjk_messages_are_tokenised(tmp_path: Path) -> None:
     for path in sorted((DATA / "spamassassin" / "nice" / "cjk").glob("*")):
         verdict, _ = evaluate(read(path))
         assert not any(s.name.endswith("_ERROR") for s in verdict.symbols), path
+
+
+def test_a_large_message_is_analysed_off_the_event_loop_in_bounded_time() -> None:
+    import random
+
+    from tests.filter.helpers import message
+
+    blob = random.Random(1).randbytes(8 * 1024 * 1024)
+    raw = message(
+        "See the attached dataset.\n", attachments=[("data.bin", "application/octet-stream", blob)]
+    )
+
+    async def run() -> tuple[Verdict, float]:
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        beat = asyncio.create_task(heartbeat())
+        started = time.perf_counter()
+        verdict = await FilterPipeline().evaluate(context(raw), Phase.DATA)
+        elapsed = time.perf_counter() - started
+        beat.cancel()
+        assert ticks >= elapsed / 0.01 * 0.1  # the event loop kept running meanwhile
+        return verdict, elapsed
+
+    verdict, elapsed = asyncio.run(run())
+    assert elapsed < 10.0
+    assert verdict.action is Action.DELIVER

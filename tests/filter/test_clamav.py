@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from mxflow.checks.base import Action, Phase
-from mxflow.checks.clamav import ClamavCheck, ClamdAddress, ping, scan_bytes
+from mxflow.checks.clamav import ClamavCheck, ClamdAddress, ClamdSizeLimit, ping, scan_bytes
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
 from tests.conftest import require, unique_loopback
@@ -59,3 +61,29 @@ async def test_unreachable_clamd_tempfails_rather_than_let_malware_through() -> 
     assert [s.name for s in result.symbols] == ["CLAM_UNAVAILABLE"]
     missing_socket = ClamavCheck(FilterPolicy(), ClamdAddress("unix:/nonexistent/clamd.sock"))
     assert (await missing_socket.check(context(message()))).action is Action.TEMPFAIL
+
+
+async def test_a_message_above_clamds_stream_limit_is_noted_not_tempfailed(
+    clamd: ClamdAddress,
+) -> None:
+    big = b"x" * (21 * 1024 * 1024)  # the CI clamd has StreamMaxLength 20M
+    with pytest.raises(ClamdSizeLimit):
+        await scan_bytes(clamd, big)
+    result = await ClamavCheck(FilterPolicy(), clamd).check(context(big))
+    assert result.action is None
+    assert [s.name for s in result.symbols] == ["CLAM_SKIPPED_SIZE"]
+
+
+async def test_a_scan_that_does_not_finish_tempfails(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # swallow everything, answer nothing
+
+    server = await asyncio.start_unix_server(never_answer, path=str(path))
+    async with server:
+        check = ClamavCheck(FilterPolicy(), ClamdAddress(f"unix:{path}"), timeout=0.3)
+        pipeline = FilterPipeline(FilterPolicy(checks=("clamav",)), checks=[check])
+        verdict = await pipeline.evaluate(context(message()), Phase.DATA)
+    assert verdict.action is Action.TEMPFAIL
+    assert "CLAMAV_TIMEOUT" in {s.name for s in verdict.symbols}

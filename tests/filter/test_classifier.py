@@ -12,6 +12,7 @@ from mxflow.checks.mime import parse
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
 from mxflow.checks.train import main as train_main
+from mxflow.checks.train import train_tokens
 from tests.filter.helpers import SA_NICE, SA_SPAM, context, message, read
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,36 +56,39 @@ def test_unknown_charset_does_not_fail() -> None:
     assert "words" in tokens_of(raw)
 
 
-def test_learn_then_unlearn_restores_the_model_exactly() -> None:
+def test_learn_then_unlearn_restores_the_counts_exactly() -> None:
     model = BayesModel()
     model.learn(["cheap", "pills", "hello"], is_spam=True)
     model.learn(["meeting", "hello"], is_spam=False)
-    before = model.to_bytes()
+    before = (model.nham, model.nspam, dict(model.counts))
+    weight_before = model.weights["cheap"][0]
     model.learn(["cheap", "new-token"], is_spam=False)
     assert model.counts["cheap"] == (1, 1)
+    assert model.weights["cheap"][0] < weight_before  # the logistic model moved toward ham
     model.unlearn(["cheap", "new-token"], is_spam=False)
-    assert model.to_bytes() == before
+    assert (model.nham, model.nspam, model.counts) == before
     assert "new-token" not in model.counts
 
 
 def test_model_round_trips_and_is_deterministic(tmp_path: Path) -> None:
-    model = BayesModel()
-    model.learn(["b", "a", "ü"], is_spam=True)
-    model.learn(["a"], is_spam=False)
+    data = [(["b", "a", "ü"], True), (["a", "c"], False), (["c"], False)]
+    model = train_tokens(data)
     path = tmp_path / "m.gz"
     model.save(path)
-    assert BayesModel.load(path) == model
-    assert path.read_bytes() == model.to_bytes()
+    loaded = BayesModel.load(path)
+    assert (loaded.nham, loaded.nspam, loaded.counts) == (2, 1, model.counts)
+    assert loaded.weights.keys() == model.weights.keys()
+    assert path.read_bytes() == model.to_bytes() == train_tokens(data).to_bytes()
+    assert loaded.to_bytes() == model.to_bytes()
 
 
 def test_scores_are_probabilities_and_agree_with_the_training() -> None:
-    model = BayesModel()
-    for _ in range(20):
-        model.learn(["viagra", "cheap", "click"], is_spam=True)
-        model.learn(["meeting", "agenda", "minutes"], is_spam=False)
+    data = [(["viagra", "cheap", "click"], True), (["meeting", "agenda", "minutes"], False)]
+    model = train_tokens(data * 20)
     spam = model.score(["viagra", "cheap", "unknown"])
     ham = model.score(["meeting", "minutes"])
-    assert spam.probability > 0.99 and ham.probability < 0.01
+    assert spam.probability > 0.95 and ham.probability < 0.05
+    assert spam.counts_probability > 0.99 and spam.logistic > 0
     assert {t for t, _ in spam.tokens} == {"viagra", "cheap"}
     assert "viagra" in spam.explain()
     assert chi2_combine([]) == 0.5
@@ -115,7 +119,7 @@ def test_shipped_model_loads_fast_and_make_model_rebuilds_it_byte_for_byte(
 ) -> None:
     started = time.perf_counter()
     BayesModel.from_bytes(shipped_model_bytes())
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
     out = tmp_path / "bayes.model.gz"
     assert train_main([str(ROOT / "data" / "corpus"), str(out)]) == 0
     assert out.read_bytes() == shipped_model_bytes()
@@ -142,3 +146,23 @@ def test_trainer_learns_into_a_writable_copy(tmp_path: Path) -> None:
     assert "zyxwvutsr" not in default_model().counts  # the shipped model is untouched
     again = trainer.train(raw, is_spam=False, unlearn=True)
     assert again.nham == default_model().nham and "zyxwvutsr" not in again.counts
+
+
+async def test_a_running_check_picks_up_a_retrained_model_file(tmp_path: Path) -> None:
+    import mxflow.checks.bayes as bayes_module
+
+    path = tmp_path / "bayes.model.gz"
+    raw = message("qwertyzzz asdfgzzz words only this sender uses\n", subject="qwertyzzz")
+    check = BayesCheck(FilterPolicy(), default_model(), path)
+    before = (await check.check(context(raw))).symbols[0].score
+    trainer = Trainer(path)
+    for _ in range(5):
+        trainer.train(raw, is_spam=True)
+    old_interval = bayes_module.RELOAD_INTERVAL
+    bayes_module.RELOAD_INTERVAL = 0.0
+    try:
+        after = (await check.check(context(raw))).symbols[0].score
+    finally:
+        bayes_module.RELOAD_INTERVAL = old_interval
+    assert check.model.nspam == default_model().nspam + 5
+    assert after > before

@@ -91,6 +91,8 @@ async def test_dns_results_count_in_the_message_verdict() -> None:
     names = {s.name for s in data.symbols}
     assert {"RBL_BL_LAB_TEST", "URIBL_URIBL_LAB_TEST", "RDNS_NONE"} <= names
     assert "DNS_CHECKS_SKIPPED" not in names
+    assert any(n.startswith("SPF_") for n in names)  # the sender-auth check ran too
+    assert any(a.startswith("spf=") for a in data.auth_results)
     assert data.action in (Action.QUARANTINE, Action.REJECT)
 
 
@@ -146,10 +148,15 @@ async def test_rate_and_concurrency_limits_per_client_ip() -> None:
 
 async def test_rate_limit_is_part_of_the_connect_phase() -> None:
     pipeline = FilterPipeline(FilterPolicy(max_connections_per_ip=1))
-    first = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
-    second = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
+    session, refused = MessageContext("127.66.2.1"), MessageContext("127.66.2.1")
+    first = await pipeline.evaluate(session, Phase.CONNECT)
+    second = await pipeline.evaluate(refused, Phase.CONNECT)
     assert first.action is Action.DELIVER
     assert second.action is Action.TEMPFAIL and "127.66.2.1" in second.reason
-    pipeline.connection_closed("127.66.2.1")
+    pipeline.connection_closed(refused)  # was never counted: changes nothing
+    assert (await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)).action is (
+        Action.TEMPFAIL
+    )
+    pipeline.connection_closed(session)
     third = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
     assert third.action is Action.DELIVER

@@ -108,3 +108,27 @@ async def test_header_anomalies() -> None:
     names = {s.name for s in verdict.symbols}
     assert {"FROM_NAME_SPOOF", "FROM_ENVELOPE_MISMATCH"} <= names
     assert "MISSING_DATE" not in names
+
+
+async def test_a_second_message_in_the_same_session_is_judged_on_its_own() -> None:
+    policy = parse_filter_section({"block_senders": ["spammer@bad.example"]}, "t.toml")
+    pipeline = FilterPipeline(policy)
+    session = MessageContext("192.0.2.1", helo="mail.example.org")
+    await pipeline.evaluate(session, Phase.CONNECT)
+    session.mail_from, session.raw = "spammer@bad.example", message("first")
+    first = await pipeline.evaluate(session, Phase.DATA)
+    session.mail_from, session.raw = "ann@example.org", message("second, a different body")
+    second = await pipeline.evaluate(session, Phase.DATA)  # no ENVELOPE call in between
+    assert first.action is Action.REJECT
+    assert second.action is Action.DELIVER
+    assert "BLOCKLISTED" not in {s.name for s in second.symbols}
+
+
+async def test_a_forged_from_header_does_not_get_the_allow_list() -> None:
+    policy = parse_filter_section({"allow_senders": ["boss@contoso.com"]}, "t.toml")
+    gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+    raw = message(gtube, sender="boss@contoso.com")
+    verdict = await FilterPipeline(policy).evaluate(
+        context(raw, mail_from="x@spammer.example"), Phase.DATA
+    )
+    assert verdict.action is Action.REJECT and verdict.scl == 9

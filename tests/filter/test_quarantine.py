@@ -141,3 +141,34 @@ async def test_pipeline_verdict_goes_to_the_quarantine_sink(tmp_path: Path) -> N
     verdict.action = Action.QUARANTINE
     qid = await Quarantine(tmp_path).quarantine(context, verdict)
     assert Quarantine(tmp_path).get(qid).symbols[0][0] == "GTUBE"
+
+
+async def test_a_released_message_is_not_filtered_again_and_the_stamp_cannot_be_forged(
+    tmp_path: Path,
+) -> None:
+    gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+    q = Quarantine(tmp_path)
+    pipeline = FilterPipeline(quarantine=q)
+    held = ctx()
+    held.raw = message(gtube)
+    qid = await q.quarantine(held, SPAM_VERDICT)
+    reinjected: list[bytes] = []
+
+    async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+        # the receiving node prepends its Received header, then filters
+        reinjected.append(b"Received: from gw by gw; Tue, 24 Nov 2026 10:00:00 +0000\r\n" + raw)
+        verdict = await pipeline.evaluate(
+            MessageContext("127.0.0.1", raw=reinjected[-1], rcpt_tos=rcpts), Phase.DATA
+        )
+        assert (verdict.scl, verdict.action) == (-1, Action.DELIVER)
+        assert [s.name for s in verdict.symbols] == ["QUARANTINE_RELEASED"]
+        return "Q1"
+
+    assert await q.release(qid, reinject) == "Q1"
+    forged = f"{RELEASED_HEADER}: {qid}\r\n".encode() + message(gtube + " changed")
+    verdict = await pipeline.evaluate(MessageContext("127.66.0.9", raw=forged), Phase.DATA)
+    assert verdict.action is Action.REJECT
+    assert "FORGED_RELEASE" in {s.name for s in verdict.symbols}
+    unknown = f"{RELEASED_HEADER}: 0123abcd\r\n".encode() + message()
+    verdict = await FilterPipeline().evaluate(MessageContext("127.66.0.9", raw=unknown), Phase.DATA)
+    assert "FORGED_RELEASE" in {s.name for s in verdict.symbols}

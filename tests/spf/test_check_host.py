@@ -52,7 +52,10 @@ async def test_the_reference_record_is_a_permerror_everywhere() -> None:
                 ip, "reference.example.test", "a@reference.example.test", resolver=server.resolver()
             )
             assert result.result == "permerror"
-            assert "ipv4" in result.reason
+            assert (
+                result.reason
+                == "unknown mechanism 'ipv4' in the SPF record of reference.example.test"
+            )
             assert result.mechanism == "ipv4:"
 
 
@@ -75,6 +78,12 @@ async def test_fixed_record_pass_and_fail_with_deciding_term() -> None:
         assert (
             other.explanation
             == "127.66.0.1 is not one of fixed.example.test's designated mail servers"
+        )
+        ipv6 = await check_host(
+            "2001:db8::1", "fixed.example.test", "a@fixed.example.test", resolver=resolver
+        )  # the default explanation names the client as written, not in %{i} nibbles
+        assert ipv6.explanation == (
+            "2001:db8::1 is not one of fixed.example.test's designated mail servers"
         )
 
 
@@ -152,6 +161,18 @@ async def test_resolver_that_does_not_answer_is_temperror() -> None:
         )
         assert result.result == "temperror"
         assert "timed out" in result.reason
+
+
+async def test_refused_lookup_is_temperror_with_a_readable_reason() -> None:
+    async with serve_zone_text(CONTOSO) as server:  # not authoritative for elsewhere.test
+        result = await check_host(
+            "192.0.2.1", "elsewhere.test", "a@elsewhere.test", resolver=server.resolver()
+        )
+    assert result.result == "temperror"
+    assert result.reason == (
+        "DNS error looking up elsewhere.test TXT: "
+        "the resolver refused or failed the query (SERVFAIL/REFUSED)"
+    )
 
 
 async def test_null_sender_checks_helo_identity() -> None:

@@ -59,6 +59,14 @@ def test_a_clean_record_has_no_findings() -> None:
         ("v=spf1 a\tmx -all", "control-char", Severity.ERROR, "\t"),
         ("v=spf1 exp=a.test exp=b.test -all", "duplicate-modifier", Severity.ERROR, "exp=b.test"),
         ("v=spf2 -all", "not-spf", Severity.ERROR, "v=spf2 -al"),
+        # the next term is a term of its own, so nothing was split off: a missing domain
+        ("v=spf1 include: -all", "syntax", Severity.ERROR, "include:"),
+        (
+            "v=spf1 ip4:192.0.2.0/24 ip4:0.0.0.0/0 -all",
+            "wide-network",
+            Severity.WARNING,
+            "ip4:0.0.0.0/0",
+        ),
     ],
 )
 def test_each_problem(record: str, code: str, severity: Severity, term: str) -> None:
@@ -70,6 +78,20 @@ def test_each_problem(record: str, code: str, severity: Severity, term: str) -> 
     if term and code != "not-spf":
         assert finding.position == record.index(term)
     assert report.has_errors == (severity == Severity.ERROR)
+
+
+def test_private_address_kinds_and_the_whole_internet_is_not_private() -> None:
+    messages = [
+        f.message
+        for f in lint_record("v=spf1 ip4:0.0.0.0/0 ip4:10.1.0.0/16 ip6:fe80::/64 -all").findings
+        if f.code == "private-address"
+    ]
+    assert messages == [
+        "10.1.0.0/16 is a private or reserved address: no Internet sender has it",
+        "fe80::/64 is a link-local address: no Internet sender has it",
+    ]
+    include = lint_record("v=spf1 include: -all")
+    assert codes(include.findings) == ["syntax"]  # and '-all' still counts: no 'no-all'
 
 
 def test_suggestion_for_misspelt_mechanism() -> None:
@@ -119,7 +141,11 @@ big         TXT "v=spf1 ip4:131.107.21.231 -all"
 big         TXT "a{pad}"
 big         TXT "b{pad}"
 big         TXT "c{pad}"
-""".format(pad="x" * 200)
+split       TXT ( "v=spf1 ip4:131.107.21.231 ip4:131.107.21.232 " "{ips}"
+                  " include:host.example.test -all" )
+twice       TXT "v=spf1 include:d1.example.test include:again.example.test -all"
+again       TXT "v=spf1 include:d1.example.test -all"
+""".format(pad="x" * 200, ips=" ".join(f"ip4:131.107.22.{i}" for i in range(12)))
 
 
 async def test_live_lint_clean_domain_follows_includes() -> None:
@@ -171,3 +197,27 @@ async def test_live_lint_resolver_that_does_not_answer_is_one_clear_error() -> N
         server.silence("good.example.test")
         with pytest.raises(MxflowError, match="did not answer"):
             await lint_domain("good.example.test", server.resolver(timeout=0.2, lifetime=0.4))
+
+
+async def test_live_lint_published_long_record_in_several_strings_is_fine() -> None:
+    async with serve_zone_text(ZONE) as server:
+        report = await lint_domain("split.example.test", server.resolver())
+    assert report.record is not None and len(report.record) > 255
+    assert report.findings == []  # it is published as strings of at most 255 bytes
+
+
+async def test_live_lint_chain_counts_a_record_included_twice() -> None:
+    async with serve_zone_text(ZONE) as server:
+        report = await lint_domain("twice.example.test", server.resolver())
+    # d1 (4 lookups) is evaluated twice, as check_host() would: the chain sums to the total
+    assert report.lookup_chain["d1.example.test"] == 8
+    assert report.lookups == sum(report.lookup_chain.values()) == 11
+
+
+async def test_live_lint_rejects_a_mistyped_domain_before_asking() -> None:
+    async with serve_zone_text(ZONE) as server:
+        with pytest.raises(MxflowError, match=r"'good example\.test' is not a domain name"):
+            await lint_domain("good example.test", server.resolver())
+        assert server.queries == 0
+        report = await lint_domain("Bücher.Example.Test.", server.resolver())
+    assert report.domain == "xn--bcher-kva.example.test"  # what is published and queried

@@ -28,7 +28,7 @@ from mxflow.auth.dkim import DEFAULT_SIGNED_HEADERS, DKIMPY_LOGGER, KeyMap, dnsf
 from mxflow.auth.dkim import signature_key_names as _key_names
 from mxflow.auth.keys import SigningKey, load_signing_key
 from mxflow.auth.offload import run_heavy
-from mxflow.auth.results import method_result, split_results
+from mxflow.auth.results import comment, method_result, split_results
 from mxflow.auth.txt import TxtLookup, as_txt_lookup
 
 MAX_INSTANCE = 50  # RFC 8617 §4.2.1
@@ -74,7 +74,7 @@ class ArcResult:
         text = f"arc={self.cv}"
         newest = self.newest
         if self.cv == "fail" and self.reason:
-            text += f" ({_comment(self.reason)})"
+            text += f" ({comment(self.reason)})"
         elif newest is not None:
             text += f" (i={newest.instance} d={newest.seal_domain})"
         if newest is not None and self.cv == "pass":
@@ -89,10 +89,6 @@ def oldest_pass(result: ArcResult) -> int:
         if not info.signature_valid:
             oldest = info.instance + 1
     return oldest
-
-
-def _comment(text: str) -> str:
-    return re.sub(r"[()\\\r\n]+", " ", text).strip()[:120]
 
 
 def _text(value: object) -> str:

@@ -36,6 +36,7 @@ import dns.asyncresolver
 
 from mxflow.auth.keys import SigningKey, load_signing_key
 from mxflow.auth.offload import run_heavy
+from mxflow.auth.results import comment
 from mxflow.auth.txt import DnsTempError, TxtAnswer, TxtLookup, TxtStatus, as_txt_lookup
 
 DKIMPY_LOGGER = logging.getLogger("mxflow.auth.dkimpy")
@@ -62,7 +63,7 @@ class DkimSignatureResult:
         """This signature as an Authentication-Results method result (RFC 8601 §2.7.1)."""
         text = f"dkim={self.result}"
         if self.reason and self.result != "pass":
-            text += f" ({_comment(self.reason)})"
+            text += f" ({comment(self.reason)})"
         elif self.key_bits:
             text += f" ({self.key_bits}-bit key)"
         props = []
@@ -77,12 +78,6 @@ class DkimSignatureResult:
         if self.b_prefix:
             props.append(f"header.b={self.b_prefix}")
         return " ".join([text, *props])
-
-
-def _comment(text: str) -> str:
-    """Text safe inside an RFC 5322 comment, one line, short."""
-    cleaned = re.sub(r"[()\\\r\n]+", " ", text).strip()
-    return cleaned[:120]
 
 
 def _text(value: bytes | None) -> str:

@@ -27,6 +27,7 @@ import dns.asyncresolver
 from publicsuffixlist import PublicSuffixList
 
 from mxflow.auth.dkim import DkimSignatureResult
+from mxflow.auth.results import comment as ar_comment
 from mxflow.auth.results import header_values
 from mxflow.auth.txt import DnsTempError, TxtLookup, TxtStatus, as_txt_lookup
 from mxflow.errors import MxflowError
@@ -223,7 +224,7 @@ class DmarcResult:
             sp = self.record.sp or self.record.p
             comment = f" (p={self.record.p} sp={sp} dis={self.disposition})"
         elif self.reason:
-            comment = f" ({self.reason})"
+            comment = f" ({ar_comment(self.reason)})"
         header_from = f" header.from={self.from_domain}" if self.from_domain else ""
         return f"dmarc={self.result}{comment}{header_from}"
 

@@ -46,6 +46,12 @@ def _strip_comments(text: str) -> str:
     return "".join(out)
 
 
+def comment(text: str) -> str:
+    """`text` safe inside an RFC 5322 comment in our headers: one line, no parentheses
+    or backslashes (an unbalanced one would end the comment early), at most 120 chars."""
+    return re.sub(r"\s*[()\\\r\n]+\s*", " ", text).strip()[:120]
+
+
 def split_results(value: str) -> list[str]:
     """The parts of a header value split at top-level semicolons, comments kept, trimmed."""
     parts: list[str] = []

@@ -30,6 +30,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from mxflow.dns.resolver import describe_dns_error
+
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
@@ -37,7 +39,9 @@ LOOKUP_LIMIT = 10
 VOID_LOOKUP_LIMIT = 2
 MX_NAME_LIMIT = 10
 PTR_NAME_LIMIT = 10
-DEFAULT_EXPLANATION = "%{i} is not one of %{d}'s designated mail servers"
+# %{c}, not %{i}: the same for IPv4, but an IPv6 client reads as 2001:db8::1 rather than
+# as the 32 dot-separated nibbles %{i} gives (RFC 7208 §7.3).
+DEFAULT_EXPLANATION = "%{c} is not one of %{d}'s designated mail servers"
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MODIFIER_RE = re.compile(r"^([A-Za-z][A-Za-z0-9\-_.]*)=(.*)$", re.DOTALL)
@@ -381,7 +385,8 @@ class _Evaluation:
         except dns.resolver.NoAnswer:
             return []
         except dns.exception.DNSException as exc:  # timeout, SERVFAIL, REFUSED, ...
-            raise TempError(f"DNS error looking up {name} {rdtype}: {_short(exc)}", term) from exc
+            problem = describe_dns_error(exc)
+            raise TempError(f"DNS error looking up {name} {rdtype}: {problem}", term) from exc
         if answer.rrset is None:
             return []
         return list(answer.rrset)
@@ -433,7 +438,10 @@ class _Evaluation:
         text = await self.spf_record(domain)
         if text is None:
             return _Outcome("none", reason=f"{domain} has no SPF record")
-        record = parse_record(text)
+        try:
+            record = parse_record(text)
+        except PermError as exc:  # name the record: it may be one several includes away
+            raise PermError(f"{exc.reason} in the SPF record of {domain}", exc.term) from exc
         for mechanism in record.mechanisms:
             if await self.matches(mechanism, domain, depth):
                 outcome = _Outcome(
@@ -627,12 +635,6 @@ class _Evaluation:
 def _is_subdomain(name: str, parent: str) -> bool:
     name, parent = name.lower().rstrip("."), parent.lower().rstrip(".")
     return name == parent or name.endswith("." + parent)
-
-
-def _short(exc: Exception) -> str:
-    if isinstance(exc, dns.exception.Timeout):
-        return "timed out"
-    return str(exc).split(":")[0]
 
 
 def to_dns_name(text: str) -> dns.name.Name:

@@ -19,6 +19,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from mxflow.dns.resolver import describe_dns_error
+
 
 class TxtStatus(StrEnum):
     FOUND = "found"
@@ -68,10 +70,8 @@ class ResolverTxtLookup:
             return TxtAnswer(key, TxtStatus.NXDOMAIN)
         except dns.resolver.NoAnswer:
             return TxtAnswer(key, TxtStatus.NODATA)
-        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
-            raise DnsTempError(f"TXT {key}: {type(exc).__name__}") from exc
-        except dns.exception.DNSException as exc:
-            raise DnsTempError(f"TXT {key}: {exc}") from exc
+        except dns.exception.DNSException as exc:  # timeout, SERVFAIL, REFUSED, ...
+            raise DnsTempError(f"TXT {key}: {describe_dns_error(exc)}") from exc
         records = tuple(
             b"".join(rdata.strings).decode("utf-8", "surrogateescape") for rdata in answer
         )

@@ -1,8 +1,9 @@
 """The content classifier as a check: `BAYES_SPAM` / `BAYES_HAM` with the deciding tokens.
 
-The probability maps to a score that alone reaches the junk band from 0.9 and the
-high-confidence band from 0.995 (default policy), while a confident ham probability
-lowers the score a little. GTUBE, the standard spam test string, is always spam.
+The probability maps to a score that alone reaches the junk band from 0.8 and the
+high-confidence band from 0.98 (default policy; cross-validated on the corpus these flag
+0.14 % and 0 % of ham), while a confident ham probability lowers the score a little.
+GTUBE, the standard spam test string, is always spam.
 Learning goes to the policy's writable model (`filter.bayes_model`); without one the
 shipped model is used read-only.
 """
@@ -10,23 +11,26 @@ shipped model is used read-only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxflow.checks import mime
 from mxflow.checks.base import CheckResult, MessageContext, Phase
-from mxflow.checks.classifier import BayesModel, Score, default_model
+from mxflow.checks.classifier import BayesModel, Score, default_model, shipped_model_bytes
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 BIG = 256 * 1024  # messages larger than this are analysed in a worker thread
 # (probability, score) breakpoints, linear in between
-SPAM_CURVE = ((0.5, 0.0), (0.9, 5.5), (0.99, 8.0), (0.999, 11.0), (1.0, 12.0))
+SPAM_CURVE = ((0.5, 0.0), (0.8, 5.0), (0.98, 10.0), (1.0, 12.0))
 HAM_CURVE = ((0.0, -2.0), (0.1, -1.0), (0.5, 0.0))
 FULL_EVIDENCE = 20  # clues needed for the probability to count in full
+RELOAD_INTERVAL = 5.0  # seconds between looks at the model file
 
 
 def bayes_score(probability: float) -> float:
@@ -54,16 +58,38 @@ def load_model(path: Path | None) -> BayesModel:
 
 @dataclass
 class BayesCheck:
+    """Scores with `model`; with `path`, picks up a retrained model file within a few
+    seconds (learning happens in other processes: `mxflow quarantine release`, `filter learn`)."""
+
     policy: FilterPolicy
     model: BayesModel = field(default_factory=default_model)
+    path: Path | None = None
     name: str = "bayes"
     phase: Phase = Phase.DATA
+    _seen: tuple[float, float] = (0.0, 0.0)  # (last stat, mtime of the loaded file)
+
+    async def _refresh(self) -> None:
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if now - self._seen[0] < RELOAD_INTERVAL:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            self._seen = (now, self._seen[1])
+            return
+        if mtime != self._seen[1]:
+            with contextlib.suppress(OSError, ValueError):  # unreadable: keep the old model
+                self.model = await asyncio.to_thread(BayesModel.load, self.path)
+        self._seen = (now, mtime)
 
     def classify(self, ctx: MessageContext) -> Score:
         return self.model.score(tokenize(mime.view(ctx)))
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
+        await self._refresh()
         if GTUBE in ctx.raw:
             result.add("GTUBE", self.policy.score("GTUBE", 1000.0), "GTUBE test string")
             return result
@@ -72,7 +98,10 @@ class BayesCheck:
         else:
             score = self.classify(ctx)
         p = shrink(score.probability, len(score.tokens))
-        detail = f"p={p:.4f} ({len(score.tokens)} clues); {score.explain(8)}"
+        detail = (
+            f"p={p:.4f} (counts {score.counts_probability:.3f}, logistic {score.logistic:+.2f}, "
+            f"{len(score.tokens)} clues); {score.explain(8)}"
+        )
         if p >= 0.5:
             result.add("BAYES_SPAM", self.policy.score("BAYES_SPAM", bayes_score(p)), detail)
         else:
@@ -91,8 +120,11 @@ class Trainer:
     def train(self, raw: bytes, is_spam: bool, *, unlearn: bool = False) -> BayesModel:
         tokens = tokenize(mime.parse(raw))
         with self._lock:
-            # a private copy: the shipped model is shared read-only by every pipeline
-            model = BayesModel.from_bytes(load_model(self.path).to_bytes())
+            # a fresh object: the shipped model is shared read-only by every pipeline
+            if self.path.exists():
+                model = BayesModel.load(self.path)
+            else:
+                model = BayesModel.from_bytes(shipped_model_bytes())
             if unlearn:
                 model.unlearn(tokens, is_spam)
             else:

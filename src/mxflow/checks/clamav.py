@@ -18,10 +18,15 @@ from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
 from mxflow.checks.policy import FilterPolicy
 
 CHUNK = 256 * 1024
+SIZE_LIMIT_HINT = 1024 * 1024  # a hang-up after this much streamed is clamd's size limit
 
 
 class ClamdError(Exception):
     """clamd could not be reached, or answered with an error."""
+
+
+class ClamdSizeLimit(ClamdError):
+    """The message is larger than clamd's StreamMaxLength: it was not scanned."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +83,30 @@ async def scan_bytes(address: ClamdAddress, data: bytes) -> str | None:
         reader, writer = await _open(address)
     except (OSError, ValueError) as exc:
         raise ClamdError(f"cannot reach clamd at {address.text}: {exc}") from exc
+    sent = 0
+    broken: OSError | None = None
     try:
         writer.write(b"zINSTREAM\0")
-        for start in range(0, len(data), CHUNK):
-            chunk = data[start : start + CHUNK]
-            writer.write(struct.pack("!I", len(chunk)) + chunk)
+        try:
+            for start in range(0, len(data), CHUNK):
+                chunk = data[start : start + CHUNK]
+                writer.write(struct.pack("!I", len(chunk)) + chunk)
+                await writer.drain()
+                sent += len(chunk)
+            writer.write(struct.pack("!I", 0))
             await writer.drain()
-        writer.write(struct.pack("!I", 0))
-        await writer.drain()
-        answer = (await reader.read(4096)).rstrip(b"\0\n").decode("utf-8", "replace")
-    except OSError as exc:
-        raise ClamdError(f"clamd at {address.text}: {exc}") from exc
+        except OSError as exc:
+            broken = exc  # clamd stops reading past its StreamMaxLength and hangs up
+        try:
+            answer = (await reader.read(4096)).rstrip(b"\0\n").decode("utf-8", "replace")
+        except OSError as exc:
+            answer, broken = "", broken or exc
     finally:
         writer.close()
+    if "size limit exceeded" in answer or (broken and not answer and sent >= SIZE_LIMIT_HINT):
+        raise ClamdSizeLimit(f"{len(data)} bytes is above clamd's StreamMaxLength")
+    if broken and not answer:
+        raise ClamdError(f"clamd at {address.text}: {broken}")
     if answer.endswith(" FOUND"):
         return answer.removeprefix("stream:").removesuffix(" FOUND").strip()
     if answer.endswith("OK"):
@@ -104,6 +120,8 @@ class ClamavCheck:
     address: ClamdAddress
     name: str = "clamav"
     phase: Phase = Phase.DATA
+    timeout: float = 60.0  # scanning big archives takes time; budget of its own
+    fail_closed: bool = True  # a scan that did not finish tempfails: never deliver unscanned
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
@@ -112,6 +130,9 @@ class ClamavCheck:
             return result
         try:
             found = await scan_bytes(self.address, ctx.raw)
+        except ClamdSizeLimit as exc:
+            result.add("CLAM_SKIPPED_SIZE", 0.0, str(exc))
+            return result
         except ClamdError as exc:
             result.add("CLAM_UNAVAILABLE", 0.0, str(exc))
             result.action = Action.TEMPFAIL

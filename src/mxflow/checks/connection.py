@@ -157,20 +157,27 @@ class _Client:
 class RateLimiter:
     """Per-client-IP connection rate (per minute) and concurrency, counted at CONNECT.
 
-    The server calls `closed(ip)` when a session ends; `RATE_LIMIT` asks for TEMPFAIL so
-    a legitimate sender retries later while a flood is slowed down.
+    The server calls `closed(ctx)` when a session ends (only sessions that were counted are
+    uncounted); `RATE_LIMIT` / `CONCURRENCY_LIMIT` ask for TEMPFAIL, so a legitimate sender
+    retries later while a flood is slowed down. Idle clients are swept periodically, so
+    the table stays as small as the set of recently active IPs.
     """
 
     name = "rate"
     phase = Phase.CONNECT
+    SWEEP_EVERY = 1000
 
     def __init__(self, policy: FilterPolicy) -> None:
         self.policy = policy
         self.clients: dict[str, _Client] = {}
+        self._checks = 0
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
         now = time.monotonic()
+        self._checks += 1
+        if self._checks % self.SWEEP_EVERY == 0:
+            self._sweep(now)
         client = self.clients.setdefault(ctx.client_ip, _Client())
         while client.starts and now - client.starts[0] > 60.0:
             client.starts.popleft()
@@ -186,13 +193,31 @@ class RateLimiter:
             return result
         client.starts.append(now)
         client.open += 1
+        ctx.__dict__[_COUNTED] = True
         return result
 
-    def closed(self, ip: str) -> None:
-        """A session from `ip` that passed the limit has ended."""
+    def closed(self, session: MessageContext | str) -> None:
+        """A session has ended: a context counted at CONNECT, or (trusted) a client IP."""
+        if isinstance(session, MessageContext):
+            if not session.__dict__.pop(_COUNTED, False):
+                return
+            ip = session.client_ip
+        else:
+            ip = session
         client = self.clients.get(ip)
         if client is None:
             return
         client.open = max(0, client.open - 1)
         if client.open == 0 and not client.starts:
             del self.clients[ip]
+
+    def _sweep(self, now: float) -> None:
+        for ip in [
+            ip
+            for ip, c in self.clients.items()
+            if c.open == 0 and (not c.starts or now - c.starts[-1] > 60.0)
+        ]:
+            del self.clients[ip]
+
+
+_COUNTED = "_mxflow_rate_counted"

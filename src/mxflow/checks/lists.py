@@ -1,8 +1,9 @@
 """Administrator allow / block lists by sender address, sender domain and client IP.
 
 An entry is a full address (`ann@example.org`), a domain (`example.org` or `@example.org`,
-which also covers its subdomains) or, for IPs, a CIDR range. The envelope sender and the
-From header address are both compared, so a block holds whichever the spammer forges.
+which also covers its subdomains) or, for IPs, a CIDR range. Blocking compares the
+envelope sender and the From header address, so a block holds whichever the spammer
+forges; allowing compares the envelope sender only (a From header is too easily forged).
 Allow-listing bypasses spam scoring (SCL -1) but never malware scanning.
 """
 
@@ -83,7 +84,9 @@ class SenderListCheck:
                 result.action = Action.REJECT
                 result.reason = f"sender {sender} is blocked by policy"
                 return result
-        for sender in senders:
+        # allowing goes by the envelope sender only: a From header is trivially forged, and
+        # an allow-listed From would let any spoofer bypass the filter
+        for sender in senders[:1] if ctx.mail_from else []:
             entry = sender_matches(sender, self.policy.allow_senders)
             if entry:
                 result.add(ALLOWED, 0.0, f"{sender} matches {entry}")

@@ -94,10 +94,11 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
 def view(ctx: MessageContext) -> MimeView:
     """The message's `MimeView`, built once per context."""
     cached = ctx.__dict__.get(_CACHE_ATTR)
-    if isinstance(cached, MimeView):
-        return cached
+    if isinstance(cached, tuple) and cached[0] is ctx.raw:  # same message, not a later one
+        view_: MimeView = cached[1]
+        return view_
     result = parse(ctx.raw)
-    ctx.__dict__[_CACHE_ATTR] = result
+    ctx.__dict__[_CACHE_ATTR] = (ctx.raw, result)
     return result
 
 

@@ -39,9 +39,23 @@ def node_policy(config: Any) -> FilterPolicy:
 
 
 def node_pipeline(
-    config: Any, resolver: dns.asyncresolver.Resolver | None = None
+    config: Any,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    quarantine: Quarantine | None = None,
+    **kwargs: Any,
 ) -> FilterPipeline:
-    return FilterPipeline(node_policy(config), resolver=resolver)
+    """The node's filter: its policy, its `[auth]` policy for the sender-auth check, and its
+    quarantine (so released messages are not filtered again)."""
+    auth = getattr(config, "auth", None)
+    if auth is not None and not isinstance(auth, dict):
+        kwargs.setdefault("auth_policy", auth)
+    kwargs.setdefault("authserv_id", getattr(config, "hostname", "") or "mxflow")
+    return FilterPipeline(
+        node_policy(config),
+        resolver=resolver,
+        quarantine=quarantine if quarantine is not None else node_quarantine(config),
+        **kwargs,
+    )
 
 
 def node_trainer(config: Any) -> Trainer:

@@ -20,7 +20,7 @@ from typing import Any
 import dns.asyncresolver
 
 from mxflow.checks import mime
-from mxflow.checks.base import Check, CheckResult, MessageContext, Phase, Verdict
+from mxflow.checks.base import Action, Check, CheckResult, MessageContext, Phase, Symbol, Verdict
 from mxflow.checks.bayes import BayesCheck, load_model
 from mxflow.checks.clamav import ClamavCheck, ClamdAddress
 from mxflow.checks.classifier import BayesModel
@@ -30,6 +30,7 @@ from mxflow.checks.lists import IpListCheck, SenderListCheck
 from mxflow.checks.policy import DNS_CHECKS, FilterPolicy, parse_filter_section
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
+from mxflow.store.quarantine import RELEASED_HEADER, Quarantine
 
 __all__ = ["FilterPipeline", "FilterPolicy", "parse_filter_section"]
 
@@ -53,6 +54,15 @@ def _sender_auth_check(
     return module.SenderAuthCheck(auth_policy, resolver)
 
 
+def _phase_key(ctx: MessageContext, phase: Phase) -> object:
+    """What the checks of `phase` look at: their results are reused while it is unchanged."""
+    if phase == Phase.CONNECT:
+        return ctx.client_ip
+    if phase == Phase.ENVELOPE:
+        return (ctx.client_ip, ctx.helo, ctx.mail_from, tuple(ctx.rcpt_tos))
+    return id(ctx.raw)
+
+
 class FilterPipeline:
     """A node's filter: checks chosen by the policy, run by phase, decided by verdict.py."""
 
@@ -67,8 +77,10 @@ class FilterPipeline:
         auth_policy: Any = None,
         sender_auth: Check | None = None,
         authserv_id: str = "mxflow",
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.policy = policy = policy or FilterPolicy()
+        self.quarantine = quarantine
         self.resolver = resolver
         self.rate = RateLimiter(policy) if policy.enabled("rate") else None
         self.skipped: list[str] = []
@@ -105,7 +117,10 @@ class FilterPipeline:
         if policy.enabled("headers"):
             built.append(HeaderCheck(policy))
         if policy.enabled("bayes"):
-            built.append(BayesCheck(policy, model or load_model(policy.bayes_model)))
+            if model is not None:
+                built.append(BayesCheck(policy, model))
+            else:
+                built.append(BayesCheck(policy, load_model(policy.bayes_model), policy.bayes_model))
         if policy.enabled("attachments"):
             from mxflow.checks.attachments import AttachmentCheck
 
@@ -115,17 +130,21 @@ class FilterPipeline:
             built.append(ClamavCheck(policy, ClamdAddress(address)))
         self.checks = built
 
-    def connection_closed(self, client_ip: str) -> None:
-        """Tell the rate limiter a session from `client_ip` has ended."""
+    def connection_closed(self, session: MessageContext | str) -> None:
+        """Tell the rate limiter a session has ended (pass the context given at CONNECT)."""
         if self.rate is not None:
-            self.rate.closed(client_ip)
+            self.rate.closed(session)
 
     async def _run_one(self, check: Check, ctx: MessageContext) -> CheckResult:
+        budget = float(getattr(check, "timeout", None) or self.policy.check_timeout)
         try:
-            return await asyncio.wait_for(check.check(ctx), self.policy.check_timeout)
+            return await asyncio.wait_for(check.check(ctx), budget)
         except TimeoutError:
             result = CheckResult()
-            result.add(f"{check.name.upper()}_TIMEOUT", 0.0, f"> {self.policy.check_timeout}s")
+            result.add(f"{check.name.upper()}_TIMEOUT", 0.0, f"> {budget}s")
+            if getattr(check, "fail_closed", False):  # e.g. malware scanning: try later
+                result.action = Action.TEMPFAIL
+                result.reason = f"{check.name} did not finish in time, try again later"
             return result
         except Exception as exc:
             log.exception("check %s failed", check.name)
@@ -140,17 +159,50 @@ class FilterPipeline:
             await asyncio.to_thread(mime.view, ctx)  # parse big messages off the event loop
         return list(await asyncio.gather(*(self._run_one(c, ctx) for c in checks)))
 
+    async def _released(self, ctx: MessageContext) -> Verdict | None:
+        """A bypass verdict for a message our quarantine is releasing; a symbol if forged."""
+        if RELEASED_HEADER.encode() not in ctx.raw[:65536]:
+            return None
+        qid = None
+        if self.quarantine is not None:
+            qid = await asyncio.to_thread(self.quarantine.verify_release, ctx.raw)
+        if qid is None:
+            return None
+        return Verdict(
+            action=Action.DELIVER,
+            scl=-1,
+            reason=f"released from quarantine ({qid})",
+            symbols=[Symbol("QUARANTINE_RELEASED", 0.0, qid)],
+        )
+
     async def evaluate(self, ctx: MessageContext, phase: Phase) -> Verdict:
-        """The verdict for `ctx` at `phase`; at DATA it covers every phase."""
-        stored: dict[Phase, list[CheckResult]] = ctx.__dict__.setdefault(_RESULTS_ATTR, {})
+        """The verdict for `ctx` at `phase`; at DATA it covers every phase.
+
+        A message re-injected by a quarantine release (its `X-Mxflow-Released` stamp checked
+        against the stored copy) is not filtered again: SCL -1, deliver.
+        """
+        if phase == Phase.DATA:
+            released = await self._released(ctx)
+            if released is not None:
+                return released
+        # results of earlier phases, each kept with what it looked at, so a second message
+        # in the same session (new MAIL FROM) never inherits the first one's envelope results
+        stored: dict[Phase, tuple[object, list[CheckResult]]] = ctx.__dict__.setdefault(
+            _RESULTS_ATTR, {}
+        )
         results: list[CheckResult] = []
         if phase == Phase.CONNECT and self.rate is not None:
             results.append(await self.rate.check(ctx))
         wanted = _ORDER[: _ORDER.index(phase) + 1]
         for step in wanted:
-            if step not in stored or step == phase:
-                stored[step] = await self.run_phase(ctx, step)
-            results.extend(stored[step])
+            key = _phase_key(ctx, step)
+            if step == phase or step not in stored or stored[step][0] != key:
+                stored[step] = (key, await self.run_phase(ctx, step))
+            results.extend(stored[step][1])
+        if phase == Phase.DATA and RELEASED_HEADER.encode() in ctx.raw[:65536]:
+            forged = CheckResult()
+            forged.add("FORGED_RELEASE", self.policy.score("FORGED_RELEASE", 5.0), RELEASED_HEADER)
+            results.append(forged)
         if phase == Phase.DATA and self.skipped:
             skipped = CheckResult()
             skipped.add("DNS_CHECKS_SKIPPED", 0.0, "no resolver: " + ", ".join(self.skipped))

@@ -68,9 +68,15 @@ def message_tokens(raw: bytes) -> list[str]:
 
 
 def train(messages: Iterator[CorpusMessage] | list[CorpusMessage]) -> BayesModel:
+    """Counts from every message, then the logistic weights fitted in fixed-seed passes."""
+    return train_tokens([(message_tokens(m.raw), m.is_spam) for m in messages])
+
+
+def train_tokens(data: list[tuple[list[str], bool]]) -> BayesModel:
     model = BayesModel()
-    for message in messages:
-        model.learn(message_tokens(message.raw), message.is_spam)
+    for tokens, is_spam in data:
+        model.learn(tokens, is_spam, online=False)
+    model.fit(data)
     return model
 
 

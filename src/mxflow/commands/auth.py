@@ -10,7 +10,7 @@ from pathlib import Path
 from mxflow.auth.authenticate import authenticate
 from mxflow.auth.results import strip_our_results
 from mxflow.commands import Subparsers
-from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.dns.resolver import resolver_option
 from mxflow.errors import MxflowError
 
 
@@ -51,10 +51,7 @@ def run_check(args: argparse.Namespace) -> int:
         ipaddress.ip_address(args.ip)
     except ValueError as exc:
         raise MxflowError(f"--ip {args.ip!r} is not an IP address") from exc
-    try:
-        resolver = resolver_from_endpoint(args.resolver)
-    except ValueError as exc:
-        raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
+    resolver = resolver_option(args.resolver)
     raw = strip_our_results(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), args.authserv_id)
     outcome = asyncio.run(
         authenticate(

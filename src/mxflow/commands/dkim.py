@@ -10,7 +10,8 @@ from pathlib import Path
 from mxflow.auth.dkim import dkim_sign, verify_dkim
 from mxflow.auth.keys import SigningKeyError, generate_key, load_signing_key, split_txt
 from mxflow.commands import Subparsers
-from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.dns.names import is_domain_name
+from mxflow.dns.resolver import resolver_option
 from mxflow.errors import MxflowError
 
 
@@ -53,9 +54,11 @@ def dns_record_text(selector: str, domain: str, record: str) -> str:
 
 def run_keygen(args: argparse.Namespace) -> int:
     domain = args.domain.strip().rstrip(".").lower()
-    selector = args.selector.strip()
-    if not domain or " " in domain or not selector or " " in selector or "." in selector:
-        raise MxflowError("--domain and --selector must be a domain name and a single label")
+    selector = args.selector.strip().rstrip(".")
+    if not is_domain_name(domain):
+        raise MxflowError(f"--domain {args.domain!r}: expected a domain name such as contoso.com")
+    if not is_domain_name(selector, min_labels=1):  # RFC 6376 §3.1: a selector may have dots
+        raise MxflowError(f"--selector {args.selector!r}: expected a name such as s1 or 2026.eng")
     if not args.ed25519 and not 1024 <= args.bits <= 8192:
         raise MxflowError(f"--bits {args.bits}: use 1024 to 8192 (2048 recommended)")
     path = Path(args.out or f"{selector}.{domain}.key")
@@ -96,10 +99,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     raw = _read(args.message, "message")
-    try:
-        resolver = resolver_from_endpoint(args.resolver)
-    except ValueError as exc:
-        raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
+    resolver = resolver_option(args.resolver)
     results = asyncio.run(verify_dkim(raw, resolver))
     if not results:
         print("dkim=none (message not signed)")

@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mxflow.commands import Subparsers
 from mxflow.errors import MxflowError
-
-if TYPE_CHECKING:
-    import dns.asyncresolver
 
 
 def register(sub: Subparsers) -> None:
@@ -76,25 +73,21 @@ def register(sub: Subparsers) -> None:
     check.set_defaults(handler=check_command)
 
 
-def _resolver(endpoint: str) -> dns.asyncresolver.Resolver:
-    from mxflow.dns.resolver import resolver_from_endpoint
-
-    try:
-        return resolver_from_endpoint(endpoint)
-    except ValueError as exc:
-        raise MxflowError(f"--resolver {endpoint!r}: expected IP[:PORT]") from exc
-
-
 def serve_command(args: argparse.Namespace) -> int:
     from mxflow.dns.resolver import parse_endpoint
     from mxflow.dns.server import EmbeddedDnsServer
     from mxflow.dns.zone import load_zone_file
 
-    zones = [load_zone_file(path) for path in args.zone]
     try:
         host, port = parse_endpoint(args.listen, default_port=53)
+        ipaddress.ip_address(host)
     except ValueError as exc:
         raise MxflowError(f"--listen {args.listen!r}: expected IP:PORT") from exc
+    zones = [load_zone_file(path) for path in args.zone]
+    origins = [zone.origin for zone in zones]
+    for path, origin in zip(args.zone, origins, strict=True):
+        if origins.count(origin) > 1:  # only one of them would ever answer
+            raise MxflowError(f"{path}: zone {origin} is given more than once")
 
     async def run() -> None:
         server = EmbeddedDnsServer(zones, host=host, port=port)
@@ -141,9 +134,10 @@ def plan_command(args: argparse.Namespace) -> int:
 
 def check_command(args: argparse.Namespace) -> int:
     from mxflow.dns.check import COMMON_SELECTORS, check_domain
+    from mxflow.dns.resolver import resolver_option
 
     selectors = tuple(args.selector) or COMMON_SELECTORS
-    resolver = _resolver(args.resolver)
+    resolver = resolver_option(args.resolver)
     result = asyncio.run(
         check_domain(args.domain, resolver, selectors=selectors, public=not args.private_ok)
     )

@@ -95,13 +95,11 @@ def _pipeline(args: argparse.Namespace) -> object:
 
     resolver = resolver_from_endpoint(args.resolver) if args.resolver else None
     if args.config:
-        from mxflow.checks.node import node_policy
+        from mxflow.checks.node import node_pipeline
         from mxflow.config import load_config
 
-        policy = node_policy(load_config(args.config))
-    else:
-        policy = FilterPolicy()
-    return FilterPipeline(policy, resolver=resolver, clamd=args.clamd)
+        return node_pipeline(load_config(args.config), resolver, clamd=args.clamd)
+    return FilterPipeline(FilterPolicy(), resolver=resolver, clamd=args.clamd)
 
 
 async def _check(args: argparse.Namespace) -> int:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import subprocess
 import sys
+import time
 from types import FrameType
 
 from mxflow.commands import Subparsers
@@ -29,20 +29,13 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def setup_logging(level: str, name: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format=f"%(asctime)s {name} %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, data_dir=args.data_dir)
     workers = config.server.workers
     if workers > 1 and args.worker is None:
         return _supervise(args, workers)
     from mxflow.roles.gateway import build_node
+    from mxflow.roles.logs import setup_logging
 
     worker = args.worker or 0
     setup_logging(args.log_level, f"{config.name}[{worker}]")
@@ -56,20 +49,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Run `workers` worker processes; restart one that dies; forward SIGTERM/SIGINT."""
     base = [sys.executable, "-m", "mxflow", "serve", "--config", args.config]
     if args.data_dir:
         base += ["--data-dir", args.data_dir]
     base += ["--log-level", args.log_level]
-    # Worker 0 recovers the spool's tmp files first; all create their directories.
     procs = [subprocess.Popen([*base, "--worker", str(i)]) for i in range(workers)]
+    stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    while not stopping:
+        time.sleep(0.5)
+        for i, p in enumerate(procs):
+            if p.poll() is not None and not stopping:
+                # A worker died (killed, crashed): its spooled messages are safe; start a
+                # new one, which recovers them.
+                print(
+                    f"mxflow serve: worker {i} exited with {p.returncode}; restarting it",
+                    file=sys.stderr,
+                )
+                time.sleep(1.0)
+                procs[i] = subprocess.Popen([*base, "--worker", str(i)])
     status = 0
     for p in procs:
         status = max(status, p.wait())

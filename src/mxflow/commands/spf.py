@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 
@@ -58,19 +59,15 @@ def register(sub: Subparsers) -> None:
 
 def eval_command(args: argparse.Namespace) -> int:
     from mxflow.auth.spf import auth_results_part, check_mail_from, received_spf_header
-    from mxflow.dns.resolver import resolver_from_endpoint
+    from mxflow.dns.resolver import resolver_option
 
-    try:
-        resolver = resolver_from_endpoint(args.resolver)
-    except ValueError as exc:
-        raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
-    import ipaddress
-
+    resolver = resolver_option(args.resolver)
     try:
         ipaddress.ip_address(args.ip)
     except ValueError as exc:
         raise MxflowError(f"--ip {args.ip!r} is not an IP address") from exc
-    sender = args.sender if "@" in args.sender or not args.sender else f"postmaster@{args.sender}"
+    sender = args.sender.strip().strip("<>")  # as given in MAIL FROM: <a@b>, or <> for null
+    sender = sender if "@" in sender or not sender else f"postmaster@{sender}"
     if not sender and not args.helo:
         raise MxflowError("a null sender needs --helo NAME (SPF then checks the HELO identity)")
     result = asyncio.run(
@@ -97,12 +94,9 @@ def lint_command(args: argparse.Namespace) -> int:
         raise MxflowError("give either a record ('v=spf1 ...') or --domain DOMAIN")
     public = not args.private_ok
     if args.domain:
-        from mxflow.dns.resolver import resolver_from_endpoint
+        from mxflow.dns.resolver import resolver_option
 
-        try:
-            resolver = resolver_from_endpoint(args.resolver)
-        except ValueError as exc:
-            raise MxflowError(f"--resolver {args.resolver!r}: expected IP[:PORT]") from exc
+        resolver = resolver_option(args.resolver)
         report = asyncio.run(lint_domain(args.domain, resolver, public=public))
     else:
         report = lint_record(args.record, public=public)
@@ -118,7 +112,13 @@ def lint_command(args: argparse.Namespace) -> int:
         print(finding)
     errors = sum(f.severity == "error" for f in report.findings)
     warnings = sum(f.severity == "warning" for f in report.findings)
-    chain = ", ".join(f"{domain} {n}" for domain, n in report.lookup_chain.items())
     summary = f"{errors} error(s), {warnings} warning(s)"
-    print(f"{summary}; DNS lookups {report.lookups}/10 ({chain})")
+    if report.domain:
+        chain = ", ".join(f"{domain} {n}" for domain, n in report.lookup_chain.items())
+        print(f"{summary}; DNS lookups {report.lookups}/10 ({chain})")
+    else:  # the text alone: what its includes cost is unknown until they are resolved
+        print(
+            f"{summary}; DNS lookups {report.lookups}/10 in this record, before its "
+            "includes (--domain follows them)"
+        )
     return 1 if report.has_errors else 0

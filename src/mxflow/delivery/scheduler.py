@@ -47,6 +47,7 @@ from mxflow.store.trace import (
 log = logging.getLogger("mxflow.delivery")
 
 CONTROL_POLL = 0.5
+FRESH_LIMIT = 5000  # messages whose bytes we keep in memory while they wait for a worker
 
 
 class Scheduler:
@@ -117,7 +118,8 @@ class Scheduler:
 
     def submit(self, env: Envelope, raw: bytes) -> None:
         """A freshly spooled message: try it now, with the bytes we already hold."""
-        self._fresh[env.queue_id] = (env, raw)
+        if len(self._fresh) < FRESH_LIMIT:  # beyond that, read it back from the spool
+            self._fresh[env.queue_id] = (env, raw)
         self._scheduled[env.queue_id] = 0.0
         self._ready.put_nowait(env.queue_id)
 

@@ -18,7 +18,10 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from mxflow.auth.dmarc import DmarcRecordError
+from mxflow.auth.dmarc import parse_record as parse_dmarc_record
 from mxflow.auth.spf import to_dns_name
+from mxflow.dns.names import require_domain
 from mxflow.dns.resolver import describe_dns_error
 from mxflow.dns.spf_lint import Finding, LintReport, Severity, lint_domain
 from mxflow.errors import MxflowError
@@ -204,7 +207,7 @@ async def check_domain(
     public: bool = True,
 ) -> DomainCheck:
     """Resolve and judge everything the domain publishes for its mail flow."""
-    domain = domain.strip().rstrip(".").lower()
+    domain = require_domain(domain)
     result = DomainCheck(domain)
     lookup = _Dns(resolver)
     try:
@@ -336,24 +339,34 @@ async def _check_dmarc(result: DomainCheck, lookup: _Dns) -> None:
             "keep one",
         )
     result.dmarc = parse_dmarc(records[0])
-    policy = result.dmarc.get("p", "")
-    if policy not in {"none", "quarantine", "reject"}:
+    try:  # judged by the parser mxflow's own DMARC evaluation uses, as receivers would
+        record = parse_dmarc_record(records[0])
+    except DmarcRecordError as exc:
         result.add(
             Severity.ERROR,
-            "dmarc-policy",
-            f"DMARC p={policy or '(missing)'} is not valid",
-            "use p=none, then quarantine, then reject",
+            "dmarc-syntax",
+            f"the DMARC record does not parse ({exc}): receivers apply no policy",
+            "fix it, e.g. v=DMARC1; p=none; rua=mailto:dmarc-reports@" + result.domain,
         )
-    elif policy == "none":
+        return
+    if record.p == "none":
         result.add(
             Severity.INFO,
             "dmarc-none",
             "DMARC p=none: monitoring only",
             "once reports show legitimate mail aligned, move to p=quarantine, then p=reject",
         )
-    elif policy == "quarantine":
+    elif record.p == "quarantine":
         result.add(Severity.INFO, "dmarc-quarantine", "DMARC p=quarantine", "next step: p=reject")
-    if "rua" not in result.dmarc:
+    if record.pct < 100 and record.p != "none":
+        result.add(
+            Severity.INFO,
+            "dmarc-pct",
+            f"DMARC pct={record.pct}: p={record.p} applies to {record.pct}% of failing mail, "
+            "the rest gets the next milder policy",
+            "raise pct to 100 once the reports are clean",
+        )
+    if not record.rua:
         result.add(
             Severity.WARNING,
             "dmarc-rua",

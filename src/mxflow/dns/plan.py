@@ -21,6 +21,9 @@ from mxflow.dns.zone import Zone, parse_zone
 from mxflow.errors import MxflowError
 
 CUTOVER_TTL = 3600
+# RFC 8461 max_age: a day while testing (a mistake expires quickly), then the weeks the
+# RFC recommends once enforced.
+MTA_STS_MAX_AGE = {"testing": 86400, "enforce": 1209600}
 POLICY_TTL = 3600
 # RFC 8463 §A.2's example ed25519 public key: the lab's stand-in at DKIM CNAME targets.
 LAB_DKIM_KEY = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
@@ -157,11 +160,14 @@ def plan_records(topology: Topology, scenario: int) -> Plan:
         plan.add(
             f"_mta-sts.{domain}", "TXT", quote_txt(f"v=STSv1; id={policy_id}"), "MTA-STS (RFC 8461)"
         )
+        max_age = MTA_STS_MAX_AGE[topology.mta_sts]
         plan.advice.append(
-            f"MTA-STS: serve https://mta-sts.{domain}/.well-known/mta-sts.txt with "
-            f"'version: STSv1', 'mode: {topology.mta_sts}', "
+            f"MTA-STS: publish the web host mta-sts.{domain} (A/AAAA or CNAME, with a "
+            f"certificate valid for that name) serving https://mta-sts.{domain}/.well-known/"
+            f"mta-sts.txt with 'version: STSv1', 'mode: {topology.mta_sts}', "
             + ", ".join(f"'mx: {h}'" for h in party.mx)
-            + "; change the id whenever the policy changes"
+            + f", 'max_age: {max_age}' (RFC 8461 §3.2: all four are required); change the id "
+            "whenever the policy changes"
         )
     if topology.tls_rpt_rua:
         plan.add(

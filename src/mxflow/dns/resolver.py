@@ -7,20 +7,31 @@ embedded server in tests and in the lab, a real recursive resolver in production
 
 from __future__ import annotations
 
+import ipaddress
+
 import dns.asyncresolver
+
+from mxflow.errors import MxflowError
 
 
 def parse_endpoint(text: str, default_port: int = 53) -> tuple[str, int]:
-    """Split `IP[:PORT]` (or `[IPv6]:PORT`) into address and port."""
+    """Split `IP[:PORT]` (or `[IPv6]:PORT`) into address and port; ValueError if malformed.
+
+    The port is range-checked here because an out-of-range one only fails later, inside
+    the event loop's socket call, as a traceback instead of an error message.
+    """
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = int(rest[1:]) if rest.startswith(":") else default_port
-        return host, port
-    if text.count(":") == 1:
+    elif text.count(":") == 1:
         host, port_text = text.split(":")
-        return host, int(port_text)
-    return text, default_port
+        port = int(port_text)
+    else:
+        host, port = text, default_port
+    if not host or not 0 <= port <= 65535:
+        raise ValueError(f"bad endpoint {text!r}")
+    return host, port
 
 
 def make_resolver(
@@ -39,7 +50,18 @@ def make_resolver(
 def resolver_from_endpoint(endpoint: str) -> dns.asyncresolver.Resolver:
     """`make_resolver` from an `IP:PORT` string as given on the command line."""
     host, port = parse_endpoint(endpoint)
+    ipaddress.ip_address(host)  # a name here would need a resolver to find the resolver
+    if port == 0:
+        raise ValueError(f"bad endpoint {endpoint!r}: port 0")
     return make_resolver(host, port)
+
+
+def resolver_option(endpoint: str, option: str = "--resolver") -> dns.asyncresolver.Resolver:
+    """`resolver_from_endpoint` for a command-line option: a bad value is one clear line."""
+    try:
+        return resolver_from_endpoint(endpoint)
+    except ValueError as exc:
+        raise MxflowError(f"{option} {endpoint!r}: expected IP[:PORT]") from exc
 
 
 def describe_dns_error(exc: BaseException) -> str:

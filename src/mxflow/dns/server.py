@@ -6,8 +6,9 @@ Answers follow RFC 1034/2308: NXDOMAIN for a name that does not exist, NODATA (N
 empty answer, SOA in authority) for a name that exists without the asked type; CNAMEs are
 followed across the served zones. A UDP answer larger than the client's limit (512 bytes,
 or its EDNS payload size) is sent truncated (TC) so the client retries over TCP, which
-carries the full answer. Names marked as timeouts are never answered, so tests can see a
-resolver time out.
+carries the full answer; an idle TCP connection is closed after `TCP_IDLE_TIMEOUT`.
+Zone transfers (AXFR/IXFR) are refused. Names marked as timeouts are never answered, so
+tests can see a resolver time out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 MAX_CNAME_CHAIN = 8
 UDP_DEFAULT_PAYLOAD = 512
 UDP_MAX_PAYLOAD = 4096
+ZONE_TRANSFERS = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
+TCP_IDLE_TIMEOUT = 10.0
+"""Seconds a TCP connection may wait for its next query (RFC 7766 §6.2.3: servers close
+idle connections, so silent clients cannot pile up)."""
 
 
 class Authority:
@@ -77,7 +82,7 @@ class Authority:
             return response
         question = query.question[0]
         qname, rdtype = question.name, question.rdtype
-        if question.rdclass != dns.rdataclass.IN:
+        if question.rdclass != dns.rdataclass.IN or rdtype in ZONE_TRANSFERS:
             response.set_rcode(dns.rcode.REFUSED)
             return response
         if self.is_silenced(qname, rdtype):
@@ -145,7 +150,12 @@ class Authority:
         return rrset
 
     def _add_soa(self, response: dns.message.Message, zone: Zone) -> None:
-        response.authority.append(self._rrset(zone.origin, zone.soa()))
+        """The SOA of a negative answer, its TTL capped at SOA MINIMUM (RFC 2308 §3): how
+        long resolvers may cache "no such name/data"."""
+        soa = zone.soa()
+        rrset = self._rrset(zone.origin, soa)
+        rrset.update_ttl(min(soa.ttl, soa[0].minimum))
+        response.authority.append(rrset)
 
 
 def to_wire(query: dns.message.Message, response: dns.message.Message, *, udp: bool) -> bytes:
@@ -301,15 +311,20 @@ class EmbeddedDnsServer:
         self._tcp_tasks.add(task)
         try:
             while True:
-                header = await reader.readexactly(2)
-                (length,) = struct.unpack("!H", header)
-                data = await reader.readexactly(length)
+                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                    header = await reader.readexactly(2)
+                    (length,) = struct.unpack("!H", header)
+                    data = await reader.readexactly(length)
                 wire = self.handle(data, udp=False)
                 if wire is None:
                     continue
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # `stop()` cancels open connections. Ending normally, not cancelled, because
+            # Python 3.11's stream callback logs a cancelled handler as an unhandled error.
             pass
         finally:
             self._tcp_tasks.discard(task)

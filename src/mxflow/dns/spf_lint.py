@@ -38,6 +38,7 @@ from mxflow.auth.spf import (
     split_terms,
     to_dns_name,
 )
+from mxflow.dns.names import require_domain
 from mxflow.dns.resolver import describe_dns_error
 from mxflow.errors import MxflowError
 
@@ -152,6 +153,17 @@ def _looks_like_ip(text: str) -> str | None:
         return f"ip{ipaddress.ip_address(candidate).version}"
     except ValueError:
         return None
+
+
+def _is_term(text: str) -> bool:
+    """True when `text` is a valid term of its own (so no space split it off another)."""
+    if _MODIFIER_RE.match(text):
+        return True
+    try:
+        parse_mechanism(text)
+    except PermError:
+        return False
+    return True
 
 
 @dataclass
@@ -301,6 +313,7 @@ def _lint_term(
         value = argument[1:] if argument.startswith(":") else argument
         split = (
             following is not None
+            and not _is_term(following.text)
             and argument in {":", ""}
             and suggestion in {"ip4", "ip6", "include", "exists", "a", "mx"}
         )
@@ -334,6 +347,7 @@ def _lint_term(
     if (
         argument in {":", ""}
         and following is not None
+        and not _is_term(following.text)
         and raw_name.lower() in {"ip4", "ip6", "include", "exists"}
     ):
         skip.add(following.index)
@@ -440,14 +454,15 @@ def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public:
                 )
             )
         if mech.network is not None and public:
-            address = mech.network.network_address
-            if (
-                address.is_loopback
-                or address.is_private
-                or address.is_link_local
-                or address.is_unspecified
-            ):
-                kind = "loopback" if address.is_loopback else "private"
+            network = mech.network  # the whole network, so 0.0.0.0/0 is not "private"
+            if network.is_loopback or network.is_private or network.is_link_local:
+                kind = (
+                    "loopback"
+                    if network.is_loopback
+                    else "link-local"
+                    if network.is_link_local
+                    else "private or reserved"
+                )
                 report.add(
                     Finding(
                         Severity.WARNING,
@@ -610,8 +625,8 @@ class _Walker:
                 Finding(
                     Severity.ERROR,
                     "dns-error",
-                    f"looking up TXT {domain} failed: {type(exc).__name__}; receivers get "
-                    "temperror",
+                    f"looking up TXT {domain} failed ({describe_dns_error(exc)}); receivers "
+                    "get temperror",
                     "check the domain's name servers",
                     None,
                     via,
@@ -680,10 +695,12 @@ class _Walker:
         """Lint `record` of `domain` and everything it includes; returns its lookup count."""
         static = lint_record(record, domain=domain, public=self.public)
         for finding in static.findings:
-            if finding.code != "too-many-lookups":
+            # the whole-chain count replaces the per-record one; and a published record is
+            # already in strings of at most 255 bytes (`fetch` checks them), whatever its length
+            if finding.code not in {"too-many-lookups", "long-record"}:
                 self.report.add(finding)
         if any(f.code in SYNTAX_CODES for f in static.findings):
-            self.report.lookup_chain[domain] = static.lookups
+            self._count(domain, static.lookups)
             return static.lookups
         total = own = 0
         self.visiting.add(domain.lower())
@@ -739,8 +756,13 @@ class _Walker:
                         )
                     )
         self.visiting.discard(domain.lower())
-        self.report.lookup_chain[domain] = own
+        self._count(domain, own)
         return total
+
+    def _count(self, domain: str, lookups: int) -> None:
+        """Add `domain`'s own lookups to the chain: a record included twice counts twice,
+        as it does in an evaluation, so the chain always sums to the total."""
+        self.report.lookup_chain[domain] = self.report.lookup_chain.get(domain, 0) + lookups
 
     async def follow(self, target: str, via: str, domain: str, offset: int) -> int:
         if "%" in target:
@@ -768,12 +790,12 @@ class _Walker:
     ) -> int:
         try:
             count = await _exists(target, rdtype, self.resolver)
-        except (dns.exception.DNSException, ValueError):
+        except (dns.exception.DNSException, ValueError) as exc:
             self.report.add(
                 Finding(
                     Severity.WARNING,
                     "dns-error",
-                    f"looking up {rdtype} {target} for {term!r} failed",
+                    f"looking up {rdtype} {target} for {term!r} failed ({describe_dns_error(exc)})",
                     "check the name servers of the target",
                     offset,
                     term,
@@ -803,7 +825,7 @@ async def lint_domain(
     domain: str, resolver: dns.asyncresolver.Resolver, *, public: bool = True
 ) -> LintReport:
     """Lint the SPF published at `domain`, following includes and redirects."""
-    domain = domain.rstrip(".").lower()
+    domain = require_domain(domain)
     report = LintReport(None, domain)
     walker = _Walker(report, resolver, public)
     record = await walker.fetch(domain, "")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mxflow.dns.names import is_domain_name
 from mxflow.errors import ConfigError, MxflowError
 
 DMARC_STAGES = ("none", "quarantine", "reject")
@@ -183,6 +184,8 @@ def parse_topology(data: dict[str, Any], source: str = "<topology>") -> Topology
     if host_table is None:
         raise ConfigError(source, "host", None, "a [host] table (the mailbox host)")
     name = domain_table.text("name").strip().rstrip(".").lower()
+    if not is_domain_name(name):  # every planned record is named after it
+        raise ConfigError(source, "domain.name", name, "a domain name such as contoso.com")
     dmarc_stage = domain_table.text("dmarc_stage", "none")
     if dmarc_stage not in DMARC_STAGES:
         raise ConfigError(source, "domain.dmarc_stage", dmarc_stage, " or ".join(DMARC_STAGES))

@@ -114,6 +114,15 @@ class Node:
         )
 
     async def stop(self, grace: float = 10.0) -> None:
+        log.info(
+            "node %s worker %d stopping: %d messages spooled in %d group commits, "
+            "%d outbound connections",
+            self.config.name,
+            self.worker,
+            self.spool.committed,
+            self.spool.batches,
+            self.pool.connects,
+        )
         await asyncio.gather(*(s.stop(grace) for s in self.servers))
         await self.scheduler.stop(grace)
         self.pool.close()
@@ -137,5 +146,4 @@ class Node:
                 loop.add_signal_handler(sig, stop.set)
         await self.start()
         await stop.wait()
-        log.info("node %s stopping", self.config.name)
         await self.stop()

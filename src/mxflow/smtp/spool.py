@@ -7,13 +7,14 @@ Layout under the spool directory (plain files, so `mxflow queue` works on a runn
     state/<id>.json     per-recipient delivery state (absent: every recipient pending)
     control/<id>.<op>   a request from the CLI (`retry`, `delete`) the owning worker picks up
 
-Group commit: `enqueue` hands the message to one committer task; the committer writes every
-message waiting at that moment in one thread-pool call (write + fsync each file, rename all
-into queue/, then ONE fsync of queue/ for the whole batch) and only then resolves each
-caller's future, so each 250 waits for its own fsync while concurrent sessions share the
-directory fsync and the thread hand-off. State files are replaced atomically but not
-fsync'd: losing one after a crash only repeats a delivery attempt (at-least-once), never
-loses mail. A delivered message is simply unlinked.
+Group commit: `enqueue` hands the message to one committer task; the committer takes every
+message waiting at that moment (write + fsync each file, four threads in parallel so the
+fsyncs share journal commits; rename all into queue/; then ONE fsync of queue/ for the
+whole batch) and only then resolves each caller's future: each 250 waits for its own
+fsync, while concurrent sessions share the directory fsync and the thread hand-off.
+State files are replaced atomically but not fsync'd: losing one after a crash only
+repeats a delivery attempt (at-least-once), never loses mail. A delivered message is
+unlinked from a background thread (see `remove_later`).
 
 Several worker processes may share one spool: a queue id carries the index of the worker
 that created it, and a worker handles only ids it owns (`index % workers`), also after a
@@ -146,6 +147,7 @@ class Spool:
         self._batch: list[tuple[str, bytes, bytes, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._writers: ThreadPoolExecutor | None = None
         self._removals: list[tuple[str, bool]] = []
         self._remover: asyncio.Task[None] | None = None
         self._remover_executor: ThreadPoolExecutor | None = None
@@ -207,9 +209,22 @@ class Spool:
         await fut
         return env
 
+    async def inject(
+        self, mail_from: str, rcpt_tos: list[str], raw: bytes, **envelope: Any
+    ) -> Envelope:
+        """`enqueue` from another process (e.g. quarantine release) and tell the node.
+
+        The running node delivers only what it was told about; this leaves a `retry`
+        request that the owning worker picks up within a second (or at its next start).
+        """
+        env = await self.enqueue(mail_from, rcpt_tos, raw, **envelope)
+        self.request(env.queue_id, "retry")
+        return env
+
     async def _commit_loop(self) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+            self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool-w")
         loop = asyncio.get_running_loop()
         while self._batch:
             batch, self._batch = self._batch, []
@@ -228,26 +243,45 @@ class Spool:
                 if not fut.done():
                     fut.set_result(None)
 
+    def _write_one(self, item: tuple[str, bytes, bytes]) -> str:
+        queue_id, header, raw = item
+        fd = os.open(self.tmp / queue_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(raw)
+            done = os.writev(fd, [header, view])
+            total = len(header) + len(raw)
+            while done < total:  # short write: finish it
+                off = done - len(header)
+                if off < 0:
+                    done += os.write(fd, header[done:])
+                else:
+                    done += os.write(fd, view[off:])
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return queue_id
+
     def _write_batch(self, items: list[tuple[str, bytes, bytes]]) -> None:
+        """Write (and fsync) the files in parallel, then publish them with one dir fsync.
+
+        Concurrent fsyncs share journal commits on ext4 (about 3x cheaper each than one
+        after the other at 100 KB); the directory fsync makes all the renames durable.
+        """
         written: list[str] = []
         try:
-            for queue_id, header, raw in items:
-                fd = os.open(self.tmp / queue_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    view = memoryview(raw)
-                    done = os.writev(fd, [header, view])
-                    total = len(header) + len(raw)
-                    while done < total:  # short write: finish it
-                        off = done - len(header)
-                        if off < 0:
-                            done += os.write(fd, header[done:])
-                        else:
-                            done += os.write(fd, view[off:])
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                written.append(queue_id)
+            if len(items) == 1 or self._writers is None:
+                written = [self._write_one(item) for item in items]
+            else:
+                futures = [self._writers.submit(self._write_one, item) for item in items]
+                errors = []
+                for fut in futures:
+                    try:
+                        written.append(fut.result())
+                    except Exception as exc:
+                        errors.append(exc)
+                if errors:
+                    raise errors[0]
             for queue_id in written:
                 os.rename(self.tmp / queue_id, self.queue / queue_id)
             if self.fsync:
@@ -371,7 +405,7 @@ class Spool:
         if self._removals:
             self._remove_batch(self._removals)
             self._removals = []
-        for executor in (self._executor, self._remover_executor):
+        for executor in (self._executor, self._writers, self._remover_executor):
             if executor is not None:
                 executor.shutdown(wait=True)
-        self._executor = self._remover_executor = None
+        self._executor = self._writers = self._remover_executor = None

@@ -285,6 +285,29 @@ class Quarantine:
             raise QuarantineError(f"message {qid} is {entry.state}; its file is gone") from None
         return entry, raw
 
+    def verify_release(self, raw: bytes) -> str | None:
+        """The quarantine id when `raw` is a message this quarantine is releasing.
+
+        The release stamp is trusted only if the id is held or was released here and the
+        bytes after the stamp are exactly the stored message, so a sender cannot forge it.
+        """
+        marker = f"\r\n{RELEASED_HEADER}: ".encode()
+        at = (b"\r\n" + raw).find(marker)
+        if at < 0:
+            return None
+        start = at + len(marker) - 2  # offset in raw of the id
+        end = raw.find(b"\r\n", start)
+        if end < 0:
+            return None
+        qid = raw[start:end].decode("ascii", "replace").strip()
+        try:
+            entry, stored = self.show(qid)
+        except QuarantineError:
+            return None
+        if entry.state not in (HELD, RELEASED) or raw[end + 2 :] != stored:
+            return None
+        return qid
+
     # ------------------------------------------------------------------ acting
 
     async def release(
