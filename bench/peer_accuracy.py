@@ -71,7 +71,15 @@ def score_all(
     items: Sequence[corpus.Item], fn: Callable[[bytes], float], workers: int, out: Scores
 ) -> None:
     def one(item: corpus.Item) -> tuple[bool, float]:
-        return item.spam, fn(item.path.read_bytes())
+        raw = item.path.read_bytes()
+        for attempt in range(3):  # a transient socket error must not cost the whole run
+            try:
+                return item.spam, fn(raw)
+            except (OSError, RuntimeError) as exc:
+                if attempt == 2:
+                    raise RuntimeError(f"{item.member}: {exc}") from exc
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     with ThreadPoolExecutor(workers) as pool:
         for spam, score in pool.map(one, items):

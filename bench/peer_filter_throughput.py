@@ -31,7 +31,7 @@ from lib.sink import Sink
 from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
 from peers.postfix import Postfix, PostfixConfig
 from peers.rspamd import Rspamd, RspamdConfig, start_nxdns
-from relay import MXFLOW, POSTFIX, SINK, Cell, log, measure, warm_up
+from relay import MXFLOW, POSTFIX, SINK, Cell, log, measure, profile_mxflow, warm_up
 
 MILTER_POSTFIX = ("127.0.0.1", 2626)
 MXFLOW_FILTER = ("127.0.99.4", 2525)
@@ -71,7 +71,8 @@ def main() -> int:
     parser.add_argument(
         "--synthetic",
         action="store_true",
-        help="send smtp-source's 10 KB filler (-l 10240) instead of a real message",
+        help="send smtp-source's 10 KB filler (-l 10240) instead of a real message "
+        "(mxflow's filter rejects it as spam: a mode for the peers only)",
     )
     parser.add_argument("--no-train", action="store_true", help="leave rspamd's Bayes empty")
     parser.add_argument(
@@ -83,6 +84,13 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=CONFIGS / "mxflow-gateway-filter.toml")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="then sample mxflow+filter with py-spy under the same load",
+    )
     args = parser.parse_args()
     procs.exit_on_sigterm()
     corpus_dir = args.corpus or corpus.default_corpus()
@@ -184,6 +192,11 @@ def main() -> int:
                     message=message,
                 )
             )
+        if args.profile > 0 and mxf is not None and mxf.pid is not None:
+            profile_mxflow(
+                mxf.pid, sink, seconds=args.profile, timeout=args.timeout,
+                sessions=args.sessions, addr=MXFLOW_FILTER, message=message, name="mxflow+filter",
+            )  # fmt: skip
     finally:
         for node in (mxf, mx):
             if node is not None:

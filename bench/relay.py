@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -162,9 +164,19 @@ def warm_up(addr: tuple[str, int], sink: Sink, timeout: float, message: Path | N
         raise RuntimeError(f"warm-up through {addr[0]}:{addr[1]} did not reach the sink")
 
 
-def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float, sessions: int) -> None:
+def profile_mxflow(
+    pid: int,
+    sink: Sink,
+    *,
+    seconds: float,
+    timeout: float,
+    sessions: int,
+    addr: tuple[str, int] = MXFLOW,
+    message: Path | None = None,
+    name: str = "mxflow",
+) -> None:
     """py-spy record on mxflow (and its workers) while smtp-source keeps it busy."""
-    out = procs.BENCH_ROOT / "mxflow-profile.txt"
+    out = procs.BENCH_ROOT / f"{name}-profile.txt"
     spy = profile.start(pid, seconds, out)
     if spy is None:
         log("--profile: py-spy not found (see bench/README.md); skipped")
@@ -173,38 +185,52 @@ def profile_mxflow(pid: int, sink: Sink, seconds: float, timeout: float, session
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and spy.poll() is None:
         count = 25 * sessions if sessions < 20 else 500
-        measure("mxflow", MXFLOW, sink=sink, size_kb=10, sessions=sessions, count=count,
-                lat_count=0, timeout=timeout)  # fmt: skip
+        measure(name, addr, sink=sink, size_kb=10, sessions=sessions, count=count,
+                lat_count=0, timeout=timeout, message=message)  # fmt: skip
     spy.wait(timeout)
     summary = profile.summarise(out)
-    (procs.BENCH_ROOT / "mxflow-profile-summary.txt").write_text(summary + "\n")
-    print(f"\nmxflow under 10 KB x {sessions}-session load, py-spy ({out}):\n{summary}\n")
+    (procs.BENCH_ROOT / f"{name}-profile-summary.txt").write_text(summary + "\n")
+    print(f"\n{name} under 10 KB x {sessions}-session load, py-spy ({out}):\n{summary}\n")
 
 
 def fmt(v: float, digits: int = 0) -> str:
     return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
 
 
+def median_cell(cells: list[Cell]) -> Cell | None:
+    """The run with the median msg/s (the lower middle for an even number of runs)."""
+    ranked = sorted(cells, key=lambda c: -math.inf if math.isnan(c.msgs_per_s) else c.msgs_per_s)
+    return ranked[(len(ranked) - 1) // 2] if ranked else None
+
+
 def table(cells: list[Cell]) -> str:
-    by = {(c.target, c.size_kb, c.sessions): c for c in cells}
     keys = sorted({(c.size_kb, c.sessions) for c in cells})
+    per_key = Counter((c.target, c.size_kb, c.sessions) for c in cells)
+    runs = max(per_key.values(), default=1)
     lines = [
         "| size | sessions | Postfix msg/s | mxflow msg/s | **mxflow/Postfix** "
-        "| Postfix p50 / p99 ms | mxflow p50 / p99 ms | sink check |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Postfix p50 / p99 ms | mxflow p50 / p99 ms | sink check |"
+        + (f" ratio of each of the {runs} rounds |" if runs > 1 else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---|" + ("---|" if runs > 1 else ""),
     ]
     for size, sessions in keys:
-        p = by.get(("postfix", size, sessions))
-        m = by.get(("mxflow", size, sessions))
+        ps = [c for c in cells if (c.target, c.size_kb, c.sessions) == ("postfix", size, sessions)]
+        ms = [c for c in cells if (c.target, c.size_kb, c.sessions) == ("mxflow", size, sessions)]
+        p, m = median_cell(ps), median_cell(ms)
+        pl = next((c for c in ps if c.lat_count), p)  # latency: the round that measured it
+        ml = next((c for c in ms if c.lat_count), m)
         ratio = m.msgs_per_s / p.msgs_per_s if p and m else math.nan
-        check = "ok" if all(c.ok for c in (p, m) if c) else "FAIL"
+        check = "ok" if all(c.ok for c in ps + ms) else "FAIL"
+        rounds = " / ".join(
+            fmt(b.msgs_per_s / a.msgs_per_s, 2) for a, b in zip(ps, ms, strict=False)
+        )
         lines.append(
             f"| {size} KB | {sessions} "
             f"| {fmt(p.msgs_per_s) if p else '-'} | {fmt(m.msgs_per_s) if m else '-'} "
             f"| **{fmt(ratio, 2)}** "
-            f"| {fmt(p.lat_p50_ms, 1) + ' / ' + fmt(p.lat_p99_ms, 1) if p else '-'} "
-            f"| {fmt(m.lat_p50_ms, 1) + ' / ' + fmt(m.lat_p99_ms, 1) if m else '-'} "
-            f"| {check} |"
+            f"| {fmt(pl.lat_p50_ms, 1) + ' / ' + fmt(pl.lat_p99_ms, 1) if pl else '-'} "
+            f"| {fmt(ml.lat_p50_ms, 1) + ' / ' + fmt(ml.lat_p99_ms, 1) if ml else '-'} "
+            f"| {check} |" + (f" {rounds} |" if runs > 1 else "")
         )
     return "\n".join(lines)
 
@@ -228,6 +254,12 @@ def main() -> int:
         type=int,
         default=500,
         help="messages timed per cell (default 500; 0: skip)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per cell (targets alternate); the table shows the median round",
     )
     parser.add_argument("--quick", action="store_true", help="300 messages per cell, 150 timed")
     parser.add_argument("--targets", default="postfix,mxflow", help="comma-separated subset")
@@ -311,26 +343,32 @@ def main() -> int:
         order = [t for t in ("postfix", "mxflow") if t in targets]
         for target in order:
             warm_up(addrs[target], sink, args.timeout)
-        n = 0
-        for size in sizes:
-            for sessions in sessions_list:
-                count = args.count if sessions > 1 else max(50, args.count // 4)
-                lat = args.latency_count if sessions > 1 else max(0, args.latency_count // 2)
-                for target in order if n % 2 == 0 else order[::-1]:
-                    cell = measure(
-                        target,
-                        addrs[target],
-                        sink=sink,
-                        size_kb=size,
-                        sessions=sessions,
-                        count=count,
-                        lat_count=lat,
-                        timeout=args.timeout,
-                    )
-                    cells.append(cell)
-                n += 1
+        grid = itertools.product(sizes, sessions_list, range(args.repeat))
+        for n, (size, sessions, rnd) in enumerate(grid):
+            count = args.count if sessions > 1 else max(50, args.count // 4)
+            lat = args.latency_count if sessions > 1 else max(0, args.latency_count // 2)
+            if rnd > 0:
+                lat = 0  # latency from the first round only
+            for target in order if n % 2 == 0 else order[::-1]:
+                cell = measure(
+                    target,
+                    addrs[target],
+                    sink=sink,
+                    size_kb=size,
+                    sessions=sessions,
+                    count=count,
+                    lat_count=lat,
+                    timeout=args.timeout,
+                )
+                cells.append(cell)
         if args.profile > 0 and mx is not None and mx.pid is not None:
-            profile_mxflow(mx.pid, sink, args.profile, args.timeout, args.profile_sessions)
+            profile_mxflow(
+                mx.pid,
+                sink,
+                seconds=args.profile,
+                timeout=args.timeout,
+                sessions=args.profile_sessions,
+            )
     finally:
         if mx is not None:
             exit_status = mx.stop()

@@ -65,10 +65,15 @@ def wait_path(path: Path, timeout: float = 30.0) -> None:
 
 
 def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on host:port."""
+    """True when nothing listens on host:port (we can bind it; a full backlog still counts)."""
     with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) != 0
+        # SO_REUSEADDR: TIME_WAIT leftovers do not count; a listener still makes bind fail.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def start(

@@ -10,7 +10,10 @@ Every service runs unchrooted so the private folders need no chroot set-up.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -96,8 +99,18 @@ class Postfix:
                 "touch /etc/postfix/main.cf)"
             )
 
+    def _master_pid(self) -> int | None:
+        """The pid of a master still running from this folder (this run or an earlier one)."""
+        try:
+            pid = int((self.root / "queue/pid/master.pid").read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"postfix" in cmdline and b"master" in cmdline else None
+
     def start(self) -> None:
         self.check_alternate()
+        self.stop()  # a master left over from an interrupted run would share the port
         c = self.cfg
         if not procs.port_free(c.host, c.port):
             raise RuntimeError(f"{c.host}:{c.port} is already in use")
@@ -132,9 +145,21 @@ class Postfix:
         return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
     def stop(self) -> None:
+        """`postfix stop`, then wait for the master to be gone (SIGKILL after 15 s)."""
+        pid = self._master_pid()
         if (self.root / "main.cf").exists():
             subprocess.run(
                 [self.tools["postfix"], "-c", str(self.root), "stop"],
                 capture_output=True, timeout=60, check=False,
             )  # fmt: skip
-            time.sleep(0.5)
+        if pid is None:
+            return
+        deadline = time.monotonic() + 15
+        while self._master_pid() == pid and time.monotonic() < deadline:
+            if time.monotonic() > deadline - 10:  # `postfix stop` did not do it in 5 s
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            time.sleep(0.2)
+        if self._master_pid() == pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -87,25 +87,41 @@ async def wait_listening(address: str, port: int, within: float = 20.0) -> None:
 
 
 async def burst(address: str, port: int, n: int, acked: list[str], clients: int = 8) -> None:
-    """Send n messages over `clients` sessions; record Message-IDs that got a 250."""
+    """Send n messages from `clients` concurrent senders, one connection per message (as
+    smtp-source does); record the Message-IDs that got a 250."""
     counter = iter(range(n))
 
     async def one_client() -> None:
-        with contextlib.suppress(OSError, TimeoutError, AssertionError):
-            client = await RawSmtp.open(address, port)
-            await client.cmd("EHLO burst.fabrikam.test")
-            for i in counter:
+        for i in counter:
+            try:
+                client = await RawSmtp.open(address, port)
+                await client.cmd("EHLO burst.fabrikam.test")
                 mid = f"<burst-{i}@fabrikam.test>"
                 raw = message(f"burst {i}", message_id=mid, body="x" * 2000 + "\r\n")
                 code, _ = await client.mail(
                     "alice@fabrikam.test", ["bob@contoso.com"], stuffed(raw)
                 )
-                if code == 0:
-                    return
                 if code == 250:
                     acked.append(mid)
+                await client.close()
+            except (OSError, TimeoutError, AssertionError):
+                return  # the gateway was killed
 
     await asyncio.gather(*(one_client() for _ in range(clients)))
+
+
+def _messages(queue_dir: Path) -> list[Path]:
+    """Spooled messages (not the empty files the spool preallocates)."""
+    found = []
+    for p in queue_dir.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_size > 0:
+                found.append(p)
+    return found
+
+
+def _owners(queue_dir: Path, workers: int) -> set[int]:
+    return {owner_of(p.name, workers) for p in _messages(queue_dir)}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -122,23 +138,28 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(tmp_path: Path, wo
     try:
         await wait_listening(address, port)
         acked: list[str] = []
-        sender = asyncio.create_task(burst(address, port, 400, acked))
-        await wait_for(lambda: len(acked) >= 60, within=30)
+        sender = asyncio.create_task(burst(address, port, 3000, acked))
+        queue_dir = tmp_path / "gw" / "spool" / "queue"
+        # kill once 60 are acknowledged and every worker has taken some (they start apart)
+        await wait_for(
+            lambda: len(acked) >= 60 and _owners(queue_dir, workers) == set(range(workers)),
+            within=60,
+        )
         if workers > 1:  # kill every process: the supervisor and its workers
             for pid in _children(proc.pid):
                 os.kill(pid, signal.SIGKILL)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         await sender
-        assert len(acked) < 400, "the kill came too late to test anything"
+        assert len(acked) < 3000, "the kill came too late to test anything"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    files = list((tmp_path / "gw" / "spool" / "queue").iterdir())
+    files = _messages(tmp_path / "gw" / "spool" / "queue")
     assert set(acked) <= {_message_id(p.read_bytes()) for p in files}
     # with two workers on one port (SO_REUSEPORT), both took connections
-    assert {owner_of(p.name, workers) for p in files} == set(range(workers))
+    assert _owners(tmp_path / "gw" / "spool" / "queue", workers) == set(range(workers))
 
     async with build_node(sink_cfg):
         proc2 = start_gateway(config, tmp_path / "gw")
@@ -150,7 +171,7 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(tmp_path: Path, wo
 
             await wait_for(lambda: set(acked) <= delivered(), within=60, interval=0.2)
             gw_spool = tmp_path / "gw" / "spool" / "queue"
-            await wait_for(lambda: not any(gw_spool.iterdir()), within=30)
+            await wait_for(lambda: not _messages(gw_spool), within=30)
         finally:
             proc2.send_signal(signal.SIGTERM)
             try:
@@ -187,3 +208,40 @@ def _children_proc(pid: int) -> list[int]:
                 if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                     kids.append(int(entry.name))
     return kids
+
+
+async def test_supervisor_restarts_a_killed_worker_which_recovers_its_mail(
+    tmp_path: Path,
+) -> None:
+    sink_cfg = sink_config(tmp_path / "sink")
+    sink_addr = f"{sink_cfg.listeners[0].address}:{sink_cfg.listeners[0].port}"
+    address = unique_loopback()
+    port = free_port(address)
+    config = tmp_path / "gateway.toml"
+    config.write_text(gateway_toml(address, port, sink_addr, workers=2))
+    proc = start_gateway(config, tmp_path / "gw")
+    queue_dir = tmp_path / "gw" / "spool" / "queue"
+    try:
+        await wait_listening(address, port)
+        acked: list[str] = []
+        await wait_for(lambda: len(_children(proc.pid)) == 2, within=30)
+        async with asyncio.timeout(30):
+            while _owners(queue_dir, 2) != {0, 1}:  # both workers hold mail (sink is down)
+                await burst(address, port, 20, acked)
+        first = set(_children(proc.pid))
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: len(set(_children(proc.pid)) - first) == 1, within=30)
+        async with build_node(sink_cfg):
+
+            def delivered() -> set[str]:
+                return {_message_id(r) for r in maildir_messages(sink_cfg, "bob@contoso.com")}
+
+            await wait_for(lambda: set(acked) <= delivered(), within=60, interval=0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

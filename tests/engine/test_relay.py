@@ -252,3 +252,30 @@ async def test_trace_records_every_step(tmp_path: Path) -> None:
         assert {e.queue_id for e in store.by_message_id("<traced-1@fabrikam.test>")} == {queue_id}
         store.close()
     await asyncio.sleep(0)
+
+
+async def test_connections_per_ip_and_idle_timeout(tmp_path: Path) -> None:
+    cfg = node_config(
+        "gateway",
+        tmp_path / "gw",
+        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        limits={"max_connections_per_ip": 2, "timeout": 0.5},
+    )
+    async with build_node(cfg) as gw:
+        source = unique_loopback()
+        first = await RawSmtp.open(gw.address, gw.port, source=source)
+        second = await RawSmtp.open(gw.address, gw.port, source=source)
+        reader, writer = await asyncio.open_connection(gw.address, gw.port, local_addr=(source, 0))
+        line = await reader.readline()
+        assert line.startswith(b"421 4.7.0")
+        writer.close()
+        # another address is not affected
+        other = await RawSmtp.open(gw.address, gw.port, source=unique_loopback())
+        assert (await other.cmd("NOOP"))[0] == 250
+        # an idle session is closed after the timeout
+        await asyncio.sleep(0.8)
+        code, text = await first.read_reply()
+        assert (code, text[:5]) == (421, "4.4.2")
+        for c in (first, second, other):
+            c.writer.close()

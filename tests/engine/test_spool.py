@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
-from mxflow.smtp.spool import MAGIC, QueueState, RecipientState, Spool, owner_of
+import pytest
+
+from mxflow.smtp.spool import MAGIC, QueueState, RecipientState, Spool, SpoolError, owner_of
 
 
 async def test_enqueue_is_on_disk_when_it_returns(tmp_path: Path) -> None:
@@ -19,7 +20,21 @@ async def test_enqueue_is_on_disk_when_it_returns(tmp_path: Path) -> None:
     assert data.startswith(MAGIC) and data.endswith(b"body\r\n")
     loaded, raw = spool.load(env.queue_id)
     assert loaded == env and raw == b"Subject: hi\r\n\r\nbody\r\n"
-    assert os.listdir(tmp_path / "spool" / "tmp") == []
+    assert spool.complete(env.queue_id)
+    spool.close()
+
+
+async def test_a_file_cut_short_is_never_read_and_removed_at_recovery(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    env = await spool.enqueue("a@x.test", ["b@y.test"], b"x" * 5000)
+    good = await spool.enqueue("a@x.test", ["b@y.test"], b"y" * 5000)
+    path = tmp_path / "spool" / "queue" / env.queue_id
+    path.write_bytes(path.read_bytes()[:-100])  # as if the process died mid-write
+    assert not spool.complete(env.queue_id)
+    with pytest.raises(SpoolError):
+        spool.load(env.queue_id)
+    assert spool.clean_incomplete() == 1
+    assert spool.ids() == [good.queue_id]
     spool.close()
 
 

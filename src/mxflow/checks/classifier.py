@@ -6,9 +6,12 @@ spam probability per token, the most decisive ones combined by Fisher's chi-squa
 make learning and unlearning exact and incremental and give the explanation an
 administrator reads. (2) A logistic regression over the same binary tokens (weights
 trained by AdaGrad, `make model` fits it in fixed-seed passes over the corpus) which,
-being discriminative, ranks far better at a low false-positive rate (cross-validated: 95 %
-of spam at 0.1 % of ham flagged, against 90 % for the counts alone). The final probability
-is sigmoid(z_logistic + MIX * logit(p_counts)).
+being discriminative, ranks far better at a low false-positive rate (5-fold
+cross-validated: 95.6 % of spam at 0.1 % of ham flagged, against about 90 % for the counts
+alone). The final probability is sigmoid(z_logistic + MIX * logit(p_counts)); ETA and MIX
+were chosen by validation inside folds 1-4 only (ETA 0.5 -> 1.0 and MIX 0.1 -> 0.2 raised
+recall at 0.1 % FP there by about a point; more epochs, L2 and weight averaging did not
+help; dropping tokens seen once, which would halve the file, cost two points).
 
 Learning a message updates the counts exactly and takes `ONLINE_STEPS` AdaGrad steps on it;
 unlearning removes the counts exactly and reverses one step (approximate by nature).
@@ -39,8 +42,8 @@ UNKNOWN_WORD_STRENGTH = 0.45  # Robinson's s: how much the prior 0.5 weighs
 UNKNOWN_WORD_PROB = 0.5
 MIN_PROB_STRENGTH = 0.1  # ignore tokens with |p - 0.5| below this
 MAX_DISCRIMINATORS = 150
-MIX = 0.1  # weight of the counts' log-odds beside the logistic model's
-ETA = 0.5  # AdaGrad learning rate
+MIX = 0.2  # weight of the counts' log-odds beside the logistic model's
+ETA = 1.0  # AdaGrad learning rate
 EPOCHS = 10
 SEED = 7
 ONLINE_STEPS = 3

@@ -56,13 +56,14 @@ def _when(ts: float) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     spool = _spool(args)
-    ids = spool.ids()
-    for queue_id in ids:
+    shown = 0
+    for queue_id in spool.ids():
         try:
             env = spool.load_envelope(queue_id)
             state = spool.load_state(queue_id, env)
         except (OSError, SpoolError):
-            continue  # delivered meanwhile
+            continue  # delivered meanwhile, or still being written
+        shown += 1
         size = (spool.queue / queue_id).stat().st_size if spool.exists(queue_id) else 0
         pending = state.pending()
         age = time.time() - env.received_at
@@ -71,7 +72,7 @@ def run_list(args: argparse.Namespace) -> int:
             f"  next {_when(state.next_attempt)}  <{env.mail_from}>"
             f"  pending {len(pending)}/{len(env.rcpt_tos)}: {' '.join(pending)}"
         )
-    print(f"{len(ids)} message(s) in {spool.path}")
+    print(f"{shown} message(s) in {spool.path}")
     return 0
 
 

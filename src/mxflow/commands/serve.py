@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, data_dir=args.data_dir)
     workers = config.server.workers
     if workers > 1 and args.worker is None:
+        from mxflow.roles.node import ensure_certificates
+
+        ensure_certificates(config)  # once, before the workers race to create them
         return _supervise(args, workers)
     from mxflow.roles.gateway import build_node
     from mxflow.roles.logs import setup_logging

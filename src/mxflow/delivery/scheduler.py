@@ -87,7 +87,9 @@ class Scheduler:
 
     def recover(self) -> int:
         """Schedule every message this worker owns (after a restart or a crash)."""
-        self.spool.clean_tmp()
+        removed = self.spool.clean_incomplete()
+        if removed:
+            log.warning("removed %d incomplete (never acknowledged) spool files", removed)
         count = 0
         for queue_id in self.spool.owned_ids():
             try:

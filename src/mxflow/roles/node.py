@@ -58,7 +58,11 @@ class Node:
         ensure_certificates(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(
-            config.spool_dir, worker=worker, workers=workers, fsync=config.server.fsync
+            config.spool_dir,
+            worker=worker,
+            workers=workers,
+            fsync=config.server.fsync,
+            preallocate=64,
         )
         self.trace = TraceStore(config.trace_db, node=config.name)
         if resolver is None and config.delivery.dns:

@@ -59,6 +59,10 @@ class _Closed(Exception):
     """The client went away (or must be dropped)."""
 
 
+class _LineTooLong(_Closed):
+    """A command line longer than any SMTP command may be."""
+
+
 class _Input:
     """Our own read buffer over a StreamReader: lines for commands, big chunks for DATA.
 
@@ -95,7 +99,7 @@ class _Input:
                 del self.buf[: i + 1]
                 return line
             if len(self.buf) > MAX_COMMAND:
-                raise _Closed
+                raise _LineTooLong
             start = len(self.buf)
             await self._fill()
 
@@ -148,10 +152,6 @@ class Session:
         self.rcpt_tos = []
         self.smtputf8 = False
         self.body_8bit = False
-
-
-def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
 
 
 class SmtpServer:
@@ -247,6 +247,10 @@ class SmtpServer:
                 reason = "shutting down"
                 return
             reason = await self._converse(session, _Input(reader), writer)
+        except _LineTooLong:
+            reason = "command line too long"
+            with contextlib.suppress(Exception):
+                writer.write(b"500 5.5.2 Line too long, closing connection\r\n")
         except _Closed:
             reason = "client closed"
         except TimeoutError:
@@ -491,6 +495,23 @@ class SmtpServer:
             reply("554 5.5.1 No valid recipients")
             return
         queue_id = self.spool.new_queue_id()
+        stored = False
+        try:
+            stored = await self._receive(s, inp, reply, flush, queue_id)
+        finally:
+            if not stored:
+                self.spool.release_id(queue_id)
+
+    async def _receive(
+        self,
+        s: Session,
+        inp: _Input,
+        reply: Callable[[str], None],
+        flush: Callable[[bool], Awaitable[None]],
+        queue_id: str,
+    ) -> bool:
+        """DATA from the 354 on; True once the message is spooled under `queue_id`."""
+        assert s.mail_from is not None
         ctx = self._ctx(s)
         ctx.queue_id = queue_id
         if self.filter is not None:
@@ -498,7 +519,7 @@ class SmtpServer:
             if self._refused(verdict, reply):
                 s.rejected += 1
                 s.reset()
-                return
+                return False
         reply("354 End data with <CR><LF>.<CR><LF>")
         await flush(True)
         async with asyncio.timeout(self.limits.timeout):
@@ -508,13 +529,13 @@ class SmtpServer:
         if too_big or len(data) > self.limits.max_message_size:
             s.rejected += 1
             reply("552 5.3.4 Message size exceeds fixed maximum message size")
-            return
+            return False
         crlf = data.count(b"\r\n")
         if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
             s.rejected += 1
             log.warning("smuggling client=%s bare CR or LF in DATA; rejected", s.peer_ip)
             reply("550 5.6.0 Message rejected: bare CR or LF in DATA (line ends must be CRLF)")
-            return
+            return False
         if data.startswith(b".") or b"\r\n." in data:  # RFC 5321 4.5.2 transparency
             data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
         received = received_header(
@@ -533,12 +554,12 @@ class SmtpServer:
             verdict = await self.filter.evaluate(ctx, Phase.DATA)
             if self._refused(verdict, reply):
                 s.rejected += 1
-                return
+                return False
             if verdict.action is Action.QUARANTINE:
                 if self.quarantine is None:
                     reply("550 5.7.1 Message refused by policy")
                     s.rejected += 1
-                    return
+                    return False
                 qid = await self.quarantine.quarantine(ctx, verdict)
                 for rcpt in rcpt_tos:
                     self.trace.record(
@@ -550,7 +571,7 @@ class SmtpServer:
                         detail=f"quarantine id {qid}: {verdict.reason}",
                     )
                 reply(f"250 2.0.0 Ok: quarantined as {qid}")
-                return
+                return False
             extra = b"".join(
                 f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
                 for name, value in verdict.headers
@@ -580,7 +601,7 @@ class SmtpServer:
                     detail=f"spool write failed: {exc}",
                 )
             reply("451 4.3.0 Local error: could not store message, try again later")
-            return
+            return False
         s.queued.append(queue_id)
         for rcpt in rcpt_tos:
             self.trace.record(
@@ -594,6 +615,7 @@ class SmtpServer:
         reply(f"250 2.0.0 Ok: queued as {queue_id}")
         if self.on_queued is not None:
             self.on_queued(env, raw)
+        return True
 
     @staticmethod
     def _refused(verdict: Verdict, reply: Callable[[str], None]) -> bool:

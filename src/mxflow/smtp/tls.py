@@ -39,7 +39,9 @@ def generate_self_signed(
     )
     cert.parent.mkdir(parents=True, exist_ok=True)
     key.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_tmp = key.with_name(f".{key.name}.{os.getpid()}.tmp")
+    cert_tmp = cert.with_name(f".{cert.name}.{os.getpid()}.tmp")
+    fd = os.open(key_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(
             private.private_bytes(
@@ -48,7 +50,10 @@ def generate_self_signed(
                 serialization.NoEncryption(),
             )
         )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    cert_tmp.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    # key first, then cert: a reader that finds the cert finds its key
+    os.replace(key_tmp, key)
+    os.replace(cert_tmp, cert)
 
 
 def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
