@@ -124,6 +124,7 @@ class Limits:
     max_recipients: int = 100
     max_connections_per_ip: int = 50
     timeout: float = 300.0  # idle timeout of an SMTP session, seconds
+    max_errors: int = 20  # 4xx/5xx replies before the session is dropped (harvesting)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    dns_resolver: str | None = None  # [dns] resolver "IP[:PORT]": MX, filter, sender auth
     filter: Any = None  # FilterPolicy when mxflow.checks.pipeline exists, else the raw table
     auth: Any = None  # AuthPolicy when mxflow.auth provides it, else the raw table
 
@@ -527,6 +529,7 @@ def parse_config(
             "max_connections_per_ip", Limits.max_connections_per_ip, minimum=1
         ),
         timeout=lt.duration("timeout", Limits.timeout),
+        max_errors=lt.integer("max_errors", Limits.max_errors, minimum=1),
     )
     lt.done()
 
@@ -537,7 +540,25 @@ def parse_config(
         tuple(_parse_duration(dt, f"retry_intervals[{i}]", v) for i, v in enumerate(intervals))
         or DeliveryConfig.retry_intervals
     )
-    dns_text = dt.opt_text("dns")
+    dns_text = dt.opt_text("dns")  # the old place of [dns] resolver, still understood
+    nt = top.table("dns") or _Table(file, "dns", {})
+    resolver_text = nt.opt_text("resolver")
+    nt.done()
+    for key, value in (("dns.resolver", resolver_text), ("delivery.dns", dns_text)):
+        if value is not None:
+            host = _endpoint(_Table(file, "", {}), key, value, 53).host
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(file, key, value, "IP[:PORT] of a nameserver") from None
+    if resolver_text and dns_text and resolver_text != dns_text:
+        raise ConfigError(
+            file,
+            "delivery.dns",
+            dns_text,
+            f"no value, or the same as dns.resolver ({resolver_text})",
+        )
+    dns_text = resolver_text or dns_text
     delivery = DeliveryConfig(
         source_address=_ip(dt, "source_address", src) if src else None,
         lifetime=dt.duration("lifetime", DeliveryConfig.lifetime),
@@ -552,7 +573,9 @@ def parse_config(
     )
     dt.done()
     if any(r.mx for r in routes) and not dns_text:
-        raise ConfigError(file, "delivery.dns", None, 'a nameserver "IP[:PORT]" for MX routes')
+        raise ConfigError(
+            file, "dns.resolver", None, 'a [dns] table with resolver = "IP[:PORT]" for MX routes'
+        )
 
     st = top.table("server") or _Table(file, "server", {})
     server = ServerConfig(
@@ -583,6 +606,7 @@ def parse_config(
         limits=limits,
         delivery=delivery,
         server=server,
+        dns_resolver=dns_text,
         filter=filter_policy,
         auth=auth_policy,
     )

@@ -31,7 +31,9 @@ def node_config(
     limits: dict[str, Any] | None = None,
     delivery: dict[str, Any] | None = None,
     server: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> NodeConfig:
+    """A node's config; `extra` adds top-level tables (`dns`, `filter`, `auth`, ...)."""
     address = address or unique_loopback()
     listener: dict[str, Any] = {"address": address, "port": port, "tls": tls}
     if tls != "none":
@@ -50,6 +52,7 @@ def node_config(
             **(delivery or {}),
         },
         "server": server or {},
+        **(extra or {}),
     }
     return parse_config(data, f"<{name}>", data_dir=data_dir)
 

@@ -58,7 +58,14 @@ def test_example_gateway_config_is_valid(tmp_path: Path) -> None:
             "routes[0].smart_hosts[0]",
             "HOST[:PORT]",
         ),
-        ('[[routes]]\ndomains = ["x.test"]\nmx = true\n', "delivery.dns", "nameserver"),
+        ('[[routes]]\ndomains = ["x.test"]\nmx = true\n', "dns.resolver", "IP[:PORT]"),
+        ('[dns]\nresolver = "ns.example"\n', "dns.resolver", "nameserver"),
+        ('[dns]\nresolvers = "127.0.0.1"\n', "dns.resolvers", "no such key"),
+        (
+            '[dns]\nresolver = "127.0.0.1:53"\n[delivery]\ndns = "127.0.0.2"\n',
+            "delivery.dns",
+            "same as dns.resolver",
+        ),
         ('[[routes]]\ndomains = ["x.test"]\n', "routes[0].smart_hosts", "exactly one of"),
         (
             '[[routes]]\ndomains = ["x.test"]\nsmart_hosts = ["1.2.3.4"]\ntls = "maybe"\n',

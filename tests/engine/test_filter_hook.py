@@ -1,6 +1,7 @@
 """The engine calls a role's Filter at CONNECT, ENVELOPE and DATA and obeys its verdict:
 REJECT -> 550 5.7.1, TEMPFAIL -> 451 4.7.1, QUARANTINE -> the QuarantineSink (then 250),
-DELIVER/JUNK -> its headers go right after our Received header, then spooled."""
+DELIVER/JUNK -> our Authentication-Results and its headers go on top (above our Received
+header), then spooled."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from mxflow.checks.base import Action, MessageContext, Phase, Verdict
 from mxflow.roles.gateway import build_node
+from mxflow.store.trace import TraceStore
 from tests.engine.helpers import RawSmtp, message, node_config, strip_received, stuffed, wait_for
 
 
@@ -69,14 +71,24 @@ async def test_verdicts_are_obeyed(tmp_path: Path) -> None:
         box = cfg.data_dir / "mail" / "bob@contoso.com" / "new"
         await wait_for(lambda: box.exists() and len(list(box.iterdir())) == 1)
         delivered = next(box.iterdir()).read_bytes()
-        after = strip_received(delivered, 1)
-        assert after.startswith(b"X-Spam-Score: 6.0\r\nX-SCL: 5\r\n")
+        top = b"Authentication-Results: gateway.lab.test; none\r\nX-Spam-Score: 6.0\r\nX-SCL: 5\r\n"
+        assert delivered.startswith(top)
+        after = strip_received(delivered[len(top) :], 1)
         assert after.endswith(message("junk")[-40:])
         assert gw.spool.committed == 1
         phases = [p for p, _ in policy.seen]
         assert phases.count(Phase.CONNECT) == 1 and phases.count(Phase.DATA) == 4
         assert phases.count(Phase.ENVELOPE) == 4
         assert all(qid for p, qid in policy.seen if p is Phase.DATA)
+        # the trace tells each message's fate, in the reference's vocabulary
+        store = TraceStore(cfg.trace_db)
+        await wait_for(lambda: any(e.event == "delivered" for e in store.all()))
+        rows = {(e.event, e.status) for e in store.all()}
+        store.close()
+        assert ("rejected", "Failed") in rows  # REJECT
+        assert ("rejected", "Pending") in rows  # TEMPFAIL: the client will try again
+        assert ("quarantined", "Quarantined") in rows
+        assert ("delivered", "FilteredAsSpam") in rows  # JUNK: delivered with spam headers
 
 
 async def test_connect_reject(tmp_path: Path) -> None:
@@ -95,3 +107,48 @@ async def test_connect_reject(tmp_path: Path) -> None:
         line = await reader.readline()
         assert line.startswith(b"554 5.7.1 listed on a blocklist")
         writer.close()
+
+
+async def test_a_configured_filter_table_runs_the_real_pipeline(tmp_path: Path) -> None:
+    """`[filter]` in the node's config: the gateway builds mxflow's filter and obeys it."""
+    from mxflow.config import parse_config
+
+    base = node_config(
+        "gateway",
+        tmp_path / "gw",
+        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+    )
+    listener = base.listeners[0]
+    cfg = parse_config(
+        {
+            "node": {"name": "gateway", "hostname": "gateway.lab.test"},
+            "listeners": [{"address": listener.address, "port": 0, "tls": "none"}],
+            "accepted_domains": [{"domain": "contoso.com", "type": "internal_relay"}],
+            "routes": [{"domains": ["contoso.com"], "maildir": "mail"}],
+            "filter": {},
+        },
+        "<gateway>",
+        data_dir=tmp_path / "gw",
+    )
+    async with build_node(cfg) as gw:
+        assert gw.servers[0].filter is not None and gw.servers[0].quarantine is not None
+        client = await RawSmtp.open(gw.address, gw.port)
+        await client.cmd("EHLO c.fabrikam.test")
+        ham = message("lunch")
+        code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(ham))
+        assert code == 250, text
+        gtube = message(
+            "spam", body="XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+        )
+        code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(gtube))
+        assert code == 550 and text.startswith("5.7.1"), text
+        await client.close()
+        box = cfg.data_dir / "mail" / "bob@contoso.com" / "new"
+        await wait_for(lambda: box.exists() and len(list(box.iterdir())) == 1)
+        delivered = next(box.iterdir()).read_bytes()
+        # our Authentication-Results, the verdict's headers, our Received, the message
+        assert delivered.startswith(b"Authentication-Results: gateway.lab.test;")
+        received = delivered.index(b"\r\nReceived: ") + 2
+        assert b"\r\nX-Spam-Status: " in delivered[:received]
+        assert strip_received(delivered[received:], 1) == ham

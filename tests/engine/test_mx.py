@@ -30,7 +30,7 @@ def mx_gateway(tmp_path: Path, dns: str, port: int, dsn_sink: str | None = None)
         tmp_path / "gw",
         connectors=[{"name": "inside", "from": ["127.0.0.0/8"], "relay": True}],
         routes=routes,
-        delivery={"dns": dns},
+        extra={"dns": {"resolver": dns}},
     )
 
 

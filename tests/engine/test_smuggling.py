@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.roles.gateway import build_node
+from mxflow.store.trace import TraceStore
 from tests.engine.helpers import RawSmtp, message, node_config, stuffed
 
 SMUGGLED = (
@@ -62,6 +63,10 @@ async def test_smuggling_variant_is_one_rejected_message(gateway_cfg: object, na
         await client.close()
         assert len(gw.spool.ids()) <= 1
         assert gw.spool.committed == 1
+    store = TraceStore(gateway_cfg.trace_db)  # type: ignore[attr-defined]
+    rejected = [e for e in store.all() if e.event == "rejected"]
+    store.close()
+    assert len(rejected) == 1 and "5.6.0" in rejected[0].detail
 
 
 async def test_dot_stuffing_is_undone_and_only_crlf_dot_crlf_ends_data(

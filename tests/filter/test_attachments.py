@@ -10,6 +10,7 @@ import zipfile
 
 import pytest
 
+from mxflow.checks import attachments
 from mxflow.checks.attachments import AttachmentCheck
 from mxflow.checks.base import Action, Phase
 from mxflow.checks.pipeline import FilterPipeline
@@ -95,6 +96,68 @@ def test_zip_bomb_is_stopped_quickly_with_bounded_memory() -> None:
     found = symbols(attach("bomb.zip", "application/zip", bomb))
     assert time.perf_counter() - started < 2.0
     assert "MALWARE_ARCHIVE_BOMB" in found
+
+
+async def test_a_small_message_with_a_bomb_does_not_block_the_event_loop() -> None:
+    # 150 members of 1 MiB of zeros: a 230 KB message that expands to the 100 MB limit
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for i in range(150):
+            archive.writestr(f"f{i}.txt", b"\0" * (1024 * 1024 - 1))
+    raw = attach("docs.zip", "application/zip", buffer.getvalue())
+    assert len(raw) < 256 * 1024
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    result = await AttachmentCheck(FilterPolicy()).check(context(raw))
+    await asyncio.sleep(0.02)  # let the ticker see the gap, if there was one
+    ticking.cancel()
+    assert "MALWARE_ARCHIVE_BOMB" in {s.name for s in result.symbols}
+    assert max(gaps) < 0.1  # the loop kept serving other sessions
+
+
+def test_a_zip_of_very_many_entries_is_refused_before_its_directory_is_read() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(20_000):
+            archive.writestr(zipfile.ZipInfo(f"{i:x}"), b"")
+    data = buffer.getvalue()
+    started = time.perf_counter()
+    found = symbols(attach("many.zip", "application/zip", data))
+    assert time.perf_counter() - started < 0.5
+    assert "20000 files" in found["ARCHIVE_LIMIT"]
+    # the end record's count can lie; the directory's size cannot be smaller than it is
+    end = data.rfind(b"PK\x05\x06")
+    lying = bytearray(data)
+    lying[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2
+    assert (
+        "too many files"
+        in symbols(attach("many.zip", "application/zip", bytes(lying)))["ARCHIVE_LIMIT"]
+    )
+
+
+async def test_an_attachment_check_that_does_not_finish_tempfails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def stuck(view: object, policy: object) -> list[object]:
+        time.sleep(0.5)
+        return []
+
+    monkeypatch.setattr(attachments, "inspect_attachments", stuck)
+    slow = AttachmentCheck(FilterPolicy(), timeout=0.05)
+    raw = attach("a.zip", "application/zip", zipped(("a.txt", b"x" * 100_000)))
+    verdict = await FilterPipeline(checks=[slow]).evaluate(context(raw), Phase.DATA)
+    assert "ATTACHMENTS_TIMEOUT" in {s.name for s in verdict.symbols}
+    assert verdict.action is Action.TEMPFAIL  # never delivered unexamined
 
 
 def test_gzip_bomb_is_stopped() -> None:

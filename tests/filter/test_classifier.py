@@ -38,6 +38,25 @@ def test_tokens_come_from_decoded_text_subject_urls_and_stripped_html() -> None:
     assert not any("<" in t or "href" in t for t in words)  # tags are stripped from words
 
 
+def test_tokens_for_shapes_case_numbers_and_header_order() -> None:
+    raw = message(
+        "Only $99.95 for Viagra today, call 555-0123\n",
+        extra={"Delivered-To": "collector@example.net", "X-Keywords": "junk"},
+    )
+    toks = set(tokens_of(raw))
+    assert "num:$9.9" in toks and "$99.95" not in toks  # numbers by their shape
+    assert "num:9-9" in toks
+    assert "viagra" in toks and "c:Viagra" in toks  # case kept beside the lower-case word
+    assert "shape:message-id:<a9.a@a.a>" in toks
+    assert "hdrorder:from>to" in toks and "hdrorder:to>subject" in toks
+    assert "to:count:1" in toks and not any(t.startswith("to:domain:") for t in toks)
+    # headers stamped where the mail was collected teach nothing about its sender
+    assert not any("delivered-to" in t or "x-keywords" in t for t in toks)
+    assert "urlhost:deals.spam-example.test" in tokens_of(
+        message("see http://deals.spam-example.test/a/b?x=1 now\n")
+    )
+
+
 def test_legacy_charsets_are_decoded() -> None:
     body = "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440".encode("koi8-r")
     raw = (

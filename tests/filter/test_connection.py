@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from mxflow.checks import mime
 from mxflow.checks.base import Action, MessageContext, Phase
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
-from mxflow.checks.uribl import UriblCheck
+from mxflow.checks.uribl import MAX_LOOKUPS, UriblCheck, url_domains
 from tests.dnsserver import serve_zone_text
 from tests.filter.helpers import context, message
 
@@ -36,6 +37,19 @@ URIBL = """\
 $ORIGIN uribl.lab.test.
 bad-pills.test  IN A 127.0.0.2
 9.0.66.127      IN A 127.0.0.4
+evil.co.uk      IN A 127.0.0.2
+co.uk           IN A 127.0.0.2
+phish.sites.example.com IN A 127.0.0.2
+refused.test    IN A 127.255.255.254
+"""
+CODED = """\
+$ORIGIN zen.lab.test.
+9.0.66.127   IN A   127.0.0.2
+9.0.66.127   IN A   127.0.0.4
+10.0.66.127  IN A   127.0.0.10
+11.0.66.127  IN A   127.255.255.254
+12.0.66.127  IN A   127.0.0.1
+13.0.66.127  IN A   10.0.0.1
 """
 POLICY = FilterPolicy(
     dnsbl_zones={"bl.lab.test": 6.0}, uribl_zones={"uribl.lab.test": 5.0}, check_timeout=1.0
@@ -51,6 +65,27 @@ async def test_dnsbl_lists_the_spam_source_and_not_others() -> None:
     assert (symbol.name, symbol.score) == ("RBL_BL_LAB_TEST", 6.0)
     assert "127.66.0.9 listed in bl.lab.test" in symbol.detail
     assert clean.symbols == []
+
+
+async def test_dnsbl_return_codes_score_by_policy_and_error_codes_never_list() -> None:
+    policy = FilterPolicy(
+        dnsbl_zones={"zen.lab.test": 3.0},
+        return_codes={"zen.lab.test": {"127.0.0.4": 6.0, "127.0.0.10": 0.5}},
+    )
+    async with serve_zone_text(CODED) as server:
+        check = DnsblCheck(policy, server.resolver())
+        results = {
+            ip: (await check.check(MessageContext(f"127.66.0.{ip}"))).symbols
+            for ip in (9, 10, 11, 12, 13)
+        }
+    (both,) = results[9]  # SBL (zone weight) and XBL (6.0): the best code counts
+    assert (both.name, both.score) == ("RBL_ZEN_LAB_TEST", 6.0)
+    assert "127.0.0.2" in both.detail and "127.0.0.4" in both.detail
+    assert [(s.name, s.score) for s in results[10]] == [("RBL_ZEN_LAB_TEST", 0.5)]
+    for ip in (11, 12, 13):  # a refused query, a broken list, a wildcard: no listing
+        (fail,) = results[ip]
+        assert (fail.name, fail.score) == ("RBL_ZEN_LAB_TEST_FAIL", 0.0)
+        assert "not a listing" in fail.detail
 
 
 async def test_fcrdns_confirms_mismatches_and_misses() -> None:
@@ -77,6 +112,31 @@ async def test_uribl_finds_listed_domains_and_ips_in_text_and_html() -> None:
     (symbol,) = result.symbols  # one symbol per zone, however many hits
     assert symbol.name == "URIBL_URIBL_LAB_TEST" and symbol.score == 5.0
     assert clean.symbols == []
+
+
+async def test_uribl_looks_up_registered_domains_by_the_psl_and_full_hosts() -> None:
+    async with serve_zone_text(URIBL) as server:
+        check = UriblCheck(POLICY, server.resolver())
+
+        async def hits(body: str) -> list[str]:
+            return [s.detail for s in (await check.check(context(message(body)))).symbols]
+
+        assert await hits("https://shop.evil.co.uk/cart") == [
+            "evil.co.uk in uribl.lab.test (127.0.0.2)"
+        ]
+        # a public suffix is never looked up: co.uk's listing must not hit every .co.uk link
+        assert await hits("https://www.innocent.co.uk/") == []
+        assert await hits("go to http://phish.sites.example.com/login") == [
+            "phish.sites.example.com in uribl.lab.test (127.0.0.2)"
+        ]
+        assert await hits("http://refused.test/") == []  # 127.255.255.254: refused query
+
+
+def test_uribl_lookups_are_capped_per_message() -> None:
+    body = " ".join(f"http://host{i}.example{i}.com/" for i in range(200))
+    names = url_domains(mime.view(context(message(body))), MAX_LOOKUPS)
+    assert len(names) == MAX_LOOKUPS
+    assert names[:2] == ["example0.com", "host0.example0.com"]
 
 
 async def test_dns_results_count_in_the_message_verdict() -> None:
@@ -144,6 +204,21 @@ async def test_rate_and_concurrency_limits_per_client_ip() -> None:
     limiter.closed("127.66.1.1")
     flood = await limiter.check(a)
     assert flood.action is Action.TEMPFAIL and [s.name for s in flood.symbols] == ["RATE_LIMIT"]
+
+
+async def test_an_ipv6_client_is_limited_by_its_slash_64() -> None:
+    limiter = RateLimiter(FilterPolicy(max_connections_per_ip=2))
+    hopping = [MessageContext(f"2001:db8:1:2::{n:x}") for n in range(1, 4)]
+    assert (await limiter.check(hopping[0])).action is None
+    assert (await limiter.check(hopping[1])).action is None
+    third = await limiter.check(hopping[2])  # a fresh address in the same /64 is no escape
+    assert third.action is Action.TEMPFAIL
+    assert (await limiter.check(MessageContext("2001:db8:1:3::1"))).action is None
+    limiter.closed(hopping[0])
+    assert (await limiter.check(hopping[2])).action is None
+    for ctx in hopping[1:]:
+        limiter.closed(ctx)
+    assert limiter.clients["2001:db8:1:2::/64"].open == 0
 
 
 async def test_rate_limit_is_part_of_the_connect_phase() -> None:

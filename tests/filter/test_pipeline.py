@@ -132,3 +132,51 @@ async def test_a_forged_from_header_does_not_get_the_allow_list() -> None:
         context(raw, mail_from="x@spammer.example"), Phase.DATA
     )
     assert verdict.action is Action.REJECT and verdict.scl == 9
+
+
+async def test_a_blocked_sender_is_one_symbol_and_the_from_header_is_judged_at_data() -> None:
+    policy = parse_filter_section(
+        {"block_senders": ["spammer.example"], "allow_senders": ["partner.example"]}, "t.toml"
+    )
+    pipeline = FilterPipeline(policy)
+    envelope = await pipeline.evaluate(
+        context(message(), mail_from="x@spammer.example"), Phase.DATA
+    )
+    assert [s.name for s in envelope.symbols].count("BLOCKLISTED") == 1
+    header = await pipeline.evaluate(
+        context(message(sender="x@spammer.example"), mail_from="ann@example.org"), Phase.DATA
+    )
+    assert [s.name for s in header.symbols].count("BLOCKLISTED") == 1
+    allowed = await pipeline.evaluate(
+        context(message(), mail_from="news@partner.example"), Phase.DATA
+    )
+    assert [s.name for s in allowed.symbols].count("ALLOWLISTED") == 1
+
+
+async def test_from_envelope_alignment_uses_the_public_suffix_list() -> None:
+    pipeline = FilterPipeline(FilterPolicy(checks=("headers",)))
+
+    async def mismatch(sender: str, mail_from: str) -> bool:
+        verdict = await pipeline.evaluate(
+            context(message(sender=sender), mail_from=mail_from), Phase.DATA
+        )
+        return "FROM_ENVELOPE_MISMATCH" in {s.name for s in verdict.symbols}
+
+    assert not await mismatch("ann@news.example.co.uk", "bounce@mail.example.co.uk")
+    assert await mismatch("ann@example.co.uk", "bounce@other.co.uk")  # not one organisation
+
+
+async def test_a_received_hop_later_than_the_hop_above_it_is_odd() -> None:
+    top = "from relay.example.net by mx.contoso.test; Tue, 24 Nov 2026 10:00:00 +0000"
+    forged = "from pc by relay.example.net; Wed, 25 Nov 2026 10:00:00 +0000"
+    skewed = "from pc by relay.example.net; Tue, 24 Nov 2026 23:30:00 +0100"  # wrong zone
+    pipeline = FilterPipeline(FilterPolicy(checks=("headers",)))
+
+    async def names(*hops: str) -> set[str]:
+        raw = b"".join(f"Received: {h}\r\n".encode() for h in hops) + message()
+        return {s.name for s in (await pipeline.evaluate(context(raw), Phase.DATA)).symbols}
+
+    assert "RCVD_DATE_BACKWARDS" in await names(top, forged)
+    assert "RCVD_DATE_BACKWARDS" not in await names(top, skewed)  # a wrong time zone
+    assert "RCVD_DATE_BACKWARDS" not in await names(forged, top)  # newest first: in order
+    assert "RCVD_DATE_BACKWARDS" not in await names(top, "from x by y; not a date")

@@ -30,6 +30,7 @@ def test_full_section_is_typed() -> None:
             "quarantine_dir": "q",
             "retention_spam_days": 20,
             "clamd": "unix:/run/clamd.sock",
+            "return_codes": {"Zen.Lab.Test.": {"127.0.0.4": 6, "127.0.0.10": 0.5}},
         },
         "node.toml",
     )
@@ -44,6 +45,7 @@ def test_full_section_is_typed() -> None:
     assert policy.score("OTHER", 9.0) == 9.0
     assert policy.quarantine_dir == Path("q")
     assert policy.retention_spam_days == 20
+    assert policy.return_codes == {"zen.lab.test": {"127.0.0.4": 6.0, "127.0.0.10": 0.5}}
 
 
 def test_empty_section_is_the_default_policy() -> None:
@@ -66,6 +68,16 @@ def test_empty_section_is_the_default_policy() -> None:
         ({"check_timeout": 0}, "filter.check_timeout", "> 0"),
         ({"archive_max_ratio": 0.5}, "filter.archive_max_ratio", ">= 1"),
         ({"junk_score": 12, "quarantine_score": 10}, "filter.junk_score", "<="),
+        ({"clamd": "clamd-host"}, "filter.clamd", "HOST:PORT"),
+        ({"clamd": "host:99999"}, "filter.clamd", "HOST:PORT"),
+        ({"clamd": 3310}, "filter.clamd", "HOST:PORT"),
+        (
+            {"return_codes": {"z.test": {"10.0.0.1": 1}}},
+            "filter.return_codes.z.test.10.0.0.1",
+            "127",
+        ),
+        ({"return_codes": {"z.test": {"bad": 1}}}, "filter.return_codes.z.test.bad", "127"),
+        ({"return_codes": {"z.test": 5}}, "filter.return_codes.z.test", "127.0.0.N"),
     ],
 )
 def test_bad_values_name_file_key_and_fix(

@@ -9,6 +9,7 @@ import pytest
 from mxflow.checks.base import Action, MessageContext, Phase, Symbol, Verdict
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.commands.quarantine import smtp_reinject
+from mxflow.errors import MxflowError
 from mxflow.store.quarantine import DAY, RELEASED_HEADER, Quarantine, QuarantineError
 from tests.filter.helpers import SmtpSink, message
 
@@ -118,6 +119,20 @@ async def test_failed_reinjection_keeps_the_message_held(tmp_path: Path) -> None
     with pytest.raises(ConnectionRefusedError):
         await q.release(qid, broken)
     assert q.get(qid).state == "held" and q.path_of(qid).exists()
+
+
+def test_an_encoded_subject_is_stored_decoded(tmp_path: Path) -> None:
+    q = Quarantine(tmp_path)
+    qid = q.store(ctx("Facture \u00e9t\u00e9 \u2014 \u8acb\u6c42\u66f8"), SPAM_VERDICT)
+    assert b"=?utf-8?" in ctx("Facture \u00e9t\u00e9").raw  # as sent: RFC 2047 words
+    assert q.get(qid).subject == "Facture \u00e9t\u00e9 \u2014 \u8acb\u6c42\u66f8"
+
+
+def test_an_unusable_quarantine_folder_is_one_clear_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(MxflowError, match="cannot open the quarantine"):
+        Quarantine(not_a_folder)
 
 
 def test_delete_and_unknown_ids(tmp_path: Path) -> None:

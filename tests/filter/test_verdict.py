@@ -6,7 +6,7 @@ import pytest
 
 from mxflow.checks.base import Action, CheckResult
 from mxflow.checks.policy import FilterPolicy
-from mxflow.checks.verdict import ALLOWED, BLOCKED, decide, scl_for
+from mxflow.checks.verdict import ALLOWED, BLOCKED, decide, scl_for, spam_headers
 
 POLICY = FilterPolicy()
 
@@ -51,6 +51,17 @@ def test_junk_gets_spam_headers_with_sfv_scl_and_cip() -> None:
     assert "CIP:127.9.9.9;" in report and "SFV:SPM;" in report and "SCL:5;" in report
 
 
+def test_the_report_names_the_category_like_the_host() -> None:
+    def report(*symbols: tuple[str, float]) -> str:
+        verdict = decide([result(*symbols)], POLICY, "192.0.2.1")
+        return dict(spam_headers(verdict, POLICY, "192.0.2.1"))["X-Forefront-Antispam-Report"]
+
+    assert "SFV:NSPM;SCL:0;SCORE:0.0;CAT:NONE;DIR:INB;" in report(("HAM", 0.0))
+    assert ";SFV:SPM;SCL:5;SCORE:6.0;CAT:SPM;" in report(("BAYES_SPAM", 6.0))
+    assert ";SCL:7;SCORE:11.0;CAT:HSPM;" in report(("BAYES_SPAM", 11.0))
+    assert ";SCL:9;SCORE:20.0;CAT:MALW;" in report(("MALWARE_SCRIPT", 20.0))
+
+
 def test_clean_mail_is_marked_not_spam() -> None:
     verdict = decide([result(("BAYES_HAM", -2.0))], POLICY, "192.0.2.1")
     headers = dict(verdict.headers)
@@ -85,6 +96,13 @@ def test_malware_is_never_delivered(extra: tuple[str, float]) -> None:
     assert decide([result(("MALWARE_EXECUTABLE", 20.0))], rejecting, "1.2.3.4").action is (
         Action.REJECT
     )
+
+
+def test_an_allow_listed_sender_is_not_delivered_unscanned_when_clamd_is_down() -> None:
+    down = result(("CLAM_UNAVAILABLE", 0.0), action=Action.TEMPFAIL)
+    verdict = decide([result((ALLOWED, 0.0)), down], POLICY, "192.0.2.1")
+    assert verdict.action is Action.TEMPFAIL and verdict.reason == "asked"
+    assert verdict.headers == []
 
 
 def test_block_list_wins_over_allow_list() -> None:

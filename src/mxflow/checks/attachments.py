@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mxflow.checks import mime
 from mxflow.checks.base import CheckResult, MessageContext, Phase
@@ -42,6 +44,8 @@ DEFAULT_SCORES = {
     "ARCHIVE_CORRUPT": 1.0,
 }
 _CHUNK = 64 * 1024
+_ARCHIVES = ("zip", "gzip")
+_CD_BYTES_PER_FILE = 300  # a directory entry is 46 bytes plus the name: ample for real names
 _DECLARED_KINDS = {
     "application/pdf": "pdf",
     "image/png": "png",
@@ -134,12 +138,39 @@ def _disguised(kind: str, last: str, declared: str) -> bool:
     return expected is not None and expected != "other" and kind in ("zip", "gzip", "rar", "7z")
 
 
+def _too_deep(where: str, depth: int, policy: FilterPolicy, budget: _Budget) -> bool:
+    if depth <= policy.archive_max_depth:
+        return False
+    budget.findings.append(Finding("ARCHIVE_LIMIT", f"{where}: nested deeper than {depth - 1}"))
+    return True
+
+
+def _central_directory(data: bytes) -> tuple[int, int] | None:
+    """(entries, bytes) of a zip's central directory as its end record declares them, so
+    an archive of a million tiny entries is refused before zipfile reads them all; None
+    when there is no end record (zipfile will say the archive is corrupt)."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 65_557))
+    if at < 0 or at + 22 > len(data):
+        return None
+    entries, size = struct.unpack_from("<HI", data, at + 10)
+    if entries == 0xFFFF or size == 0xFFFFFFFF:  # ZIP64: more than mail ever carries
+        return (1 << 32), (1 << 32)
+    return entries, size
+
+
 def _inspect_zip(
     where: str, data: bytes, policy: FilterPolicy, budget: _Budget, depth: int
 ) -> None:
-    if depth > policy.archive_max_depth:
-        budget.findings.append(Finding("ARCHIVE_LIMIT", f"{where}: nested deeper than {depth - 1}"))
+    if _too_deep(where, depth, policy, budget):
         return
+    directory = _central_directory(data)
+    if directory is not None:
+        entries, size = directory
+        if entries > budget.files or size > budget.files * _CD_BYTES_PER_FILE:
+            # zipfile would read the whole directory first: time and memory by entry count
+            detail = f"{where}: {entries} files, directory of {size} bytes: too many files"
+            budget.findings.append(Finding("ARCHIVE_LIMIT", detail))
+            return
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -167,7 +198,8 @@ def _inspect_zip(
             )
             return
         try:
-            content = _read_member(archive, member, policy, budget)
+            with archive.open(member) as stream:
+                content = _read_limited(stream, member.compress_size, policy, budget)
         except ArchiveBomb as exc:
             budget.findings.append(Finding("MALWARE_ARCHIVE_BOMB", f"{inner}: {exc}"))
             return
@@ -182,57 +214,41 @@ def _inspect_zip(
             return
 
 
-def _read_member(
-    archive: zipfile.ZipFile, member: zipfile.ZipInfo, policy: FilterPolicy, budget: _Budget
-) -> bytes:
-    """A member's bytes, stopping as soon as a limit (total, ratio) is passed."""
+class _Stream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _read_limited(stream: _Stream, packed: int, policy: FilterPolicy, budget: _Budget) -> bytes:
+    """The decompressed bytes of `stream` (`packed` bytes compressed), raising ArchiveBomb
+    as soon as the message's total or the ratio limit is passed."""
     out = io.BytesIO()
-    with archive.open(member) as f:
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                break
-            out.write(chunk)
-            budget.total -= len(chunk)
-            if budget.total < 0:
-                raise ArchiveBomb("expands beyond the total size limit")
-            size = out.tell()
-            if (
-                size > 1024 * 1024
-                and size / max(member.compress_size, 1) > policy.archive_max_ratio
-            ):
-                raise ArchiveBomb(f"ratio above {policy.archive_max_ratio:.0f}:1")
+    while chunk := stream.read(_CHUNK):
+        out.write(chunk)
+        budget.total -= len(chunk)
+        if budget.total < 0:
+            raise ArchiveBomb("expands beyond the total size limit")
+        size = out.tell()
+        if size > 1024 * 1024 and size / max(packed, 1) > policy.archive_max_ratio:
+            raise ArchiveBomb(f"ratio above {policy.archive_max_ratio:.0f}:1")
     return out.getvalue()
 
 
 def _inspect_gzip(
     where: str, data: bytes, policy: FilterPolicy, budget: _Budget, depth: int
 ) -> None:
-    if depth > policy.archive_max_depth:
-        budget.findings.append(Finding("ARCHIVE_LIMIT", f"{where}: nested deeper than {depth - 1}"))
+    if _too_deep(where, depth, policy, budget):
         return
-    out = io.BytesIO()
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
-            while True:
-                chunk = f.read(_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                budget.total -= len(chunk)
-                size = out.tell()
-                if budget.total < 0 or (
-                    size > 1024 * 1024 and size / max(len(data), 1) > policy.archive_max_ratio
-                ):
-                    budget.findings.append(
-                        Finding("MALWARE_ARCHIVE_BOMB", f"{where}: gzip expands too far")
-                    )
-                    return
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            content = _read_limited(stream, len(data), policy, budget)
+    except ArchiveBomb as exc:
+        budget.findings.append(Finding("MALWARE_ARCHIVE_BOMB", f"{where}: {exc}"))
+        return
     except (OSError, EOFError, zlib.error) as exc:
         budget.findings.append(Finding("ARCHIVE_CORRUPT", f"{where}: {exc}"))
         return
     inner = where[:-3] if where.lower().endswith(".gz") else where + ".ungz"
-    inspect_file(inner, "", out.getvalue(), policy, budget, depth=depth)
+    inspect_file(inner, "", content, policy, budget, depth=depth)
 
 
 def inspect_attachments(view: mime.MimeView, policy: FilterPolicy) -> list[Finding]:
@@ -247,13 +263,21 @@ class AttachmentCheck:
     policy: FilterPolicy
     name: str = "attachments"
     phase: Phase = Phase.DATA
+    # the work is bounded by the archive limits; a check that still did not finish must not
+    # let what it had not looked at through: tempfail, as for a scanner that is down
+    timeout: float = 30.0
+    fail_closed: bool = True
 
     def _run(self, ctx: MessageContext) -> list[Finding]:
         return inspect_attachments(mime.view(ctx), self.policy)
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
-        if len(ctx.raw) > 256 * 1024:
+        # a small message can hold an archive that expands to archive_max_total: opening
+        # archives (and parsing big messages) happens off the event loop
+        if len(ctx.raw) > 256 * 1024 or any(
+            sniff(a.data[:8]) in _ARCHIVES for a in mime.view(ctx).attachments
+        ):
             findings = await asyncio.to_thread(self._run, ctx)
         else:
             findings = self._run(ctx)

@@ -47,6 +47,20 @@ class ClamdAddress:
         host, _, port = self.text.rpartition(":")
         return host.strip("[]"), int(port)
 
+    def validate(self) -> ClamdAddress:
+        """Self, or ValueError naming the expected forms (for config and command line)."""
+        if self.unix_path is not None:
+            if len(self.unix_path) > 1:
+                return self
+        else:
+            try:
+                host, port = self.host_port()
+            except ValueError:
+                host, port = "", 0
+            if host and 0 < port < 65536:
+                return self
+        raise ValueError(f"{self.text!r}: expected unix:/path/clamd.sock, /path or HOST:PORT")
+
 
 async def _open(address: ClamdAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     path = address.unix_path

@@ -6,7 +6,6 @@ run at CONNECT and HELO at ENVELOPE; their symbols also count in the message's s
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import time
@@ -16,7 +15,14 @@ from dataclasses import dataclass, field
 import dns.asyncresolver
 
 from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
-from mxflow.checks.dnsquery import LookupFailed, addresses, ptr_names, reversed_ip
+from mxflow.checks.dnsquery import (
+    LookupFailed,
+    addresses,
+    ptr_names,
+    query_zones,
+    reversed_ip,
+    zone_label,
+)
 from mxflow.checks.policy import FilterPolicy
 
 _HOSTNAME = re.compile(
@@ -25,13 +31,14 @@ _HOSTNAME = re.compile(
 _ADDRESS_LITERAL = re.compile(r"^\[(ipv6:)?([0-9a-f:.]+)\]$", re.I)
 
 
-def _label(zone: str) -> str:
-    return re.sub(r"[^A-Z0-9]+", "_", zone.upper()).strip("_")
-
-
 @dataclass
 class DnsblCheck:
-    """The client IP against each configured DNS blocklist zone (`RBL_<ZONE>` symbols)."""
+    """The client IP against each configured DNS blocklist zone (`RBL_<ZONE>` symbols).
+
+    A listing scores the zone's weight, or the best of its `return_codes` scores; an answer
+    that is no listing (127.0.0.1, 127.255.255.x: a refused query) is `RBL_<ZONE>_FAIL`
+    with score 0, never a listing.
+    """
 
     policy: FilterPolicy
     resolver: dns.asyncresolver.Resolver
@@ -45,19 +52,21 @@ class DnsblCheck:
         except ValueError:
             return result
         zones = sorted(self.policy.dnsbl_zones.items())
-        answers = await asyncio.gather(
-            *(addresses(self.resolver, f"{query}.{zone}") for zone, _ in zones),
-            return_exceptions=True,
+        codes = self.policy.return_codes
+        judged = await query_zones(
+            self.resolver, [(query, zone, weight, codes.get(zone, {})) for zone, weight in zones]
         )
-        for (zone, weight), answer in zip(zones, answers, strict=True):
-            symbol = f"RBL_{_label(zone)}"
-            if isinstance(answer, LookupFailed):
-                result.add(f"{symbol}_FAIL", 0.0, str(answer))
-            elif isinstance(answer, BaseException):
-                raise answer
-            elif any(a.startswith("127.") for a in answer):
-                score = self.policy.score(symbol, weight)
-                result.add(symbol, score, f"{ctx.client_ip} listed in {zone} ({answer[0]})")
+        for (zone, _), listed in zip(zones, judged, strict=True):
+            symbol = f"RBL_{zone_label(zone)}"
+            if isinstance(listed, str):
+                result.add(f"{symbol}_FAIL", 0.0, listed)
+            elif listed is not None:
+                score, found = listed
+                result.add(
+                    symbol,
+                    self.policy.score(symbol, score),
+                    f"{ctx.client_ip} listed in {zone} ({', '.join(found)})",
+                )
         return result
 
 
@@ -155,7 +164,8 @@ class _Client:
 
 
 class RateLimiter:
-    """Per-client-IP connection rate (per minute) and concurrency, counted at CONNECT.
+    """Per-client-IP connection rate (per minute) and concurrency, counted at CONNECT
+    (IPv6 clients by their /64, see `client_key`).
 
     The server calls `closed(ctx)` when a session ends (only sessions that were counted are
     uncounted); `RATE_LIMIT` / `CONCURRENCY_LIMIT` ask for TEMPFAIL, so a legitimate sender
@@ -178,7 +188,7 @@ class RateLimiter:
         self._checks += 1
         if self._checks % self.SWEEP_EVERY == 0:
             self._sweep(now)
-        client = self.clients.setdefault(ctx.client_ip, _Client())
+        client = self.clients.setdefault(client_key(ctx.client_ip), _Client())
         while client.starts and now - client.starts[0] > 60.0:
             client.starts.popleft()
         if client.open >= self.policy.max_connections_per_ip:
@@ -201,15 +211,15 @@ class RateLimiter:
         if isinstance(session, MessageContext):
             if not session.__dict__.pop(_COUNTED, False):
                 return
-            ip = session.client_ip
+            key = client_key(session.client_ip)
         else:
-            ip = session
-        client = self.clients.get(ip)
+            key = client_key(session)
+        client = self.clients.get(key)
         if client is None:
             return
         client.open = max(0, client.open - 1)
         if client.open == 0 and not client.starts:
-            del self.clients[ip]
+            del self.clients[key]
 
     def _sweep(self, now: float) -> None:
         for ip in [
@@ -221,3 +231,17 @@ class RateLimiter:
 
 
 _COUNTED = "_mxflow_rate_counted"
+
+
+def client_key(ip: str) -> str:
+    """What the limits count by: an IPv4 address, or an IPv6 client's /64 — one host owns
+    a whole /64 and could otherwise open every session from a fresh address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

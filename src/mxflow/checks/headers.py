@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from email.utils import getaddresses, parsedate_tz
+from email.utils import getaddresses, mktime_tz, parsedate_tz
 
+from mxflow.auth.dmarc import default_psl, organizational_domain
 from mxflow.checks import mime
 from mxflow.checks.base import CheckResult, MessageContext, Phase
 from mxflow.checks.policy import FilterPolicy
@@ -20,6 +21,7 @@ _EMAIL_IN_NAME = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 _MSGID = re.compile(r"^\s*<[^<>@\s]+@[^<>@\s]+>\s*$")
 MAX_HOPS = 25
 DAY = 86_400.0
+SKEW = 16 * 3600.0  # between hops: a wrong time zone alone is up to 14 h, plus clock skew
 
 DEFAULT_SCORES = {
     "MISSING_DATE": 1.0,
@@ -37,6 +39,7 @@ DEFAULT_SCORES = {
     "MISSING_TO": 0.0,
     "RCVD_TOO_MANY": 1.5,
     "RCVD_MALFORMED": 0.5,
+    "RCVD_DATE_BACKWARDS": 1.0,
     "MIME_DEFECTS": 0.5,
     "MIME_LIMITS": 1.5,
 }
@@ -49,6 +52,9 @@ class HeaderCheck:
     policy: FilterPolicy
     name: str = "headers"
     phase: Phase = Phase.DATA
+
+    def __post_init__(self) -> None:
+        default_psl()  # parse the Public Suffix List now, not on the first message's loop turn
 
     def _add(self, result: CheckResult, symbol: str, detail: str = "") -> None:
         result.add(symbol, self.policy.score(symbol, DEFAULT_SCORES[symbol]), detail)
@@ -75,6 +81,9 @@ class HeaderCheck:
         malformed = [r for r in received if ";" not in r]  # every hop stamps "; date"
         if malformed:
             self._add(result, "RCVD_MALFORMED", malformed[0][:80])
+        backwards = _backwards_hop(received[:MAX_HOPS])
+        if backwards:
+            self._add(result, "RCVD_DATE_BACKWARDS", backwards)
         if view.defects:
             self._add(result, "MIME_DEFECTS", ", ".join(sorted(set(view.defects))[:5]))
         if view.limits:
@@ -90,8 +99,6 @@ class HeaderCheck:
             self._add(result, "INVALID_DATE", dates[0][:60])
             return
         try:
-            from email.utils import mktime_tz
-
             when = float(mktime_tz(parsed))
         except (OverflowError, ValueError):
             self._add(result, "INVALID_DATE", dates[0][:60])
@@ -123,6 +130,32 @@ class HeaderCheck:
                 self._add(result, "FROM_ENVELOPE_MISMATCH", f"{mail_from} / {address}")
 
 
+def _stamp(received: str) -> float | None:
+    """The time a hop stamped after the last `;` of its Received header, if it parses."""
+    parsed = parsedate_tz(received.rpartition(";")[2].strip()) if ";" in received else None
+    if parsed is None:
+        return None
+    try:
+        return float(mktime_tz(parsed))
+    except (OverflowError, ValueError):
+        return None
+
+
+def _backwards_hop(received: list[str]) -> str:
+    """Received headers are newest first, so each hop's time is at most the one above it
+    (plus clock skew); a hop from the future below ours is usually a forged one."""
+    newer: float | None = None
+    for hop, header in enumerate(received):
+        when = _stamp(header)
+        if when is None:
+            continue
+        if newer is not None and when > newer + SKEW:
+            return f"hop {hop + 1} is {(when - newer) / 3600:.1f} h later than the hop above it"
+        newer = when
+    return ""
+
+
 def _org(domain: str) -> str:
-    """A rough organisational domain (last two labels) for a cheap alignment hint."""
-    return ".".join(domain.split(".")[-2:])
+    """The organisational domain (Public Suffix List), so `a.example.co.uk` and
+    `b.example.co.uk` align while `example.co.uk` and `other.co.uk` do not."""
+    return organizational_domain(domain) or domain

@@ -73,10 +73,11 @@ class SenderListCheck:
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
-        senders = [ctx.mail_from] if ctx.mail_from else []
-        if self.phase == Phase.DATA and ctx.raw:
-            from_values = mime.view(ctx).header_all("from")
-            senders.extend(addr for _, addr in getaddresses(from_values) if addr)
+        if self.phase == Phase.DATA:  # the envelope sender was judged at ENVELOPE already
+            from_values = mime.view(ctx).header_all("from") if ctx.raw else []
+            senders = [addr for _, addr in getaddresses(from_values) if addr]
+        else:
+            senders = [ctx.mail_from] if ctx.mail_from else []
         for sender in senders:
             entry = sender_matches(sender, self.policy.block_senders)
             if entry:
@@ -86,7 +87,7 @@ class SenderListCheck:
                 return result
         # allowing goes by the envelope sender only: a From header is trivially forged, and
         # an allow-listed From would let any spoofer bypass the filter
-        for sender in senders[:1] if ctx.mail_from else []:
+        for sender in senders[:1] if self.phase != Phase.DATA else []:
             entry = sender_matches(sender, self.policy.allow_senders)
             if entry:
                 result.add(ALLOWED, 0.0, f"{sender} matches {entry}")

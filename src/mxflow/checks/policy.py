@@ -44,6 +44,9 @@ class FilterPolicy:
     checks: tuple[str, ...] = CHECK_NAMES
     dnsbl_zones: dict[str, float] = field(default_factory=dict)  # zone -> score when listed
     uribl_zones: dict[str, float] = field(default_factory=dict)
+    # zone -> {return code -> score}, for dnsbl and uribl zones whose codes mean different
+    # things (zen.spamhaus.org: 127.0.0.2 SBL, .4 XBL, .10 PBL); other codes score the zone's
+    return_codes: dict[str, dict[str, float]] = field(default_factory=dict)
     junk_score: float = 5.0
     quarantine_score: float = 10.0
     reject_score: float = 15.0
@@ -108,6 +111,13 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
             if name not in CHECK_NAMES:
                 raise ConfigError(file, where, name, f"check names from {', '.join(CHECK_NAMES)}")
         return tuple(names)
+    if key == "return_codes":
+        if not isinstance(value, dict):
+            raise ConfigError(file, where, value, 'a table of zone = { "127.0.0.2" = score }')
+        return {
+            str(zone).strip(".").lower(): _return_codes(codes, file, f"{where}.{zone}")
+            for zone, codes in value.items()
+        }
     if key in ("dnsbl_zones", "uribl_zones", "scores"):
         if not isinstance(value, dict):
             raise ConfigError(file, where, value, "a table of name = score")
@@ -150,13 +160,34 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
             raise ConfigError(file, where, value, "a path")
         return Path(value)
     if key == "clamd":
-        if not isinstance(value, str) or not value:
-            raise ConfigError(file, where, value, '"unix:/path/clamd.sock" or "HOST:PORT"')
-        return value
+        from mxflow.checks.clamav import ClamdAddress
+
+        expected = '"unix:/path/clamd.sock" or "HOST:PORT"'
+        if not isinstance(value, str):
+            raise ConfigError(file, where, value, expected)
+        try:
+            return ClamdAddress(value).validate().text
+        except ValueError:
+            raise ConfigError(file, where, value, expected) from None
     # the remaining keys are positive integers
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(file, where, value, "a positive integer")
     return value
+
+
+def _return_codes(value: object, file: str, where: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ConfigError(file, where, value, 'a table of "127.0.0.N" = score')
+    out: dict[str, float] = {}
+    for code, score in value.items():
+        try:
+            address = ipaddress.IPv4Address(code)
+        except ValueError:
+            raise ConfigError(file, f"{where}.{code}", code, "an address in 127.0.0.0/8") from None
+        if not address.is_loopback or not _is_number(score):
+            raise ConfigError(file, f"{where}.{code}", score, "127.0.0.N = a number (score)")
+        out[str(address)] = float(score)
+    return out
 
 
 def _is_number(value: object) -> bool:

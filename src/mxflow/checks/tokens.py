@@ -12,7 +12,7 @@ and so are headers the receiving side's delivery agent or mail client stamps
 sent it, and a model that learns them learns its training mailbox.
 
 Besides the lower-cased words: mixed-case spellings (`c:Viagra`), numbers as their shape
-(`num:$9.99` and `num:$99,999` both become `num:$9.9`, so prices and phone numbers
+(`$19.99` and `$5.49` both become `num:$9.9`, so prices and phone numbers
 generalise), the shape of machine-made headers (Message-ID, Content-Type boundary, Date,
 X-Mailer: a bulk mailer's template shows in it), the order of the first headers (each
 mailer writes them in its own order), and the full URL host and depth. Each was kept
@@ -160,7 +160,6 @@ def _text_tokens(text: str, is_html: bool) -> Iterator[str]:
         text = _ANY_TAG.sub(" ", _STYLE.sub(" ", text))
     for match in _URL.finditer(text):
         yield from _url_tokens(match.group(1), match.group(2))
-
     for match in _EMAIL.finditer(text):
         yield f"email:{match.group(1).lower()}"
     yield from _words(text)

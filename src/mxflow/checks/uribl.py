@@ -1,23 +1,25 @@
 """URLs in the body against URI blocklists (DNS): `URIBL_<ZONE>` symbols.
 
-Hosts are taken from the decoded text and HTML (hrefs included), reduced to their last two
-labels (the registered domain on the common TLDs) and looked up as `domain.zone`; an IP
-host is looked up reversed, as DNSBLs expect. At most `MAX_LOOKUPS` distinct names per
-message, so a message stuffed with links cannot turn into a DNS flood.
+Hosts are taken from the decoded text and HTML (hrefs included). Each is looked up as its
+registered domain (the Public Suffix List's: `shop.evil.co.uk` -> `evil.co.uk`, as SURBL
+and URIBL list them) and, when it differs, as the full host name (as Spamhaus DBL lists
+them); an IP host is looked up reversed, as DNSBLs expect. At most `MAX_LOOKUPS` distinct
+names per message, so a message stuffed with links cannot turn into a DNS flood. Answers
+that are no listing (127.0.0.1, 127.255.255.x) never count.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 from dataclasses import dataclass
 
 import dns.asyncresolver
 
+from mxflow.auth.dmarc import default_psl, registrable_domain
 from mxflow.checks import mime
 from mxflow.checks.base import CheckResult, MessageContext, Phase
-from mxflow.checks.dnsquery import LookupFailed, addresses, reversed_ip
+from mxflow.checks.dnsquery import query_zones, reversed_ip, zone_label
 from mxflow.checks.policy import FilterPolicy
 
 _URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/@\"'<>]*@)?([^\s/:\"'<>()?#]+)")
@@ -25,27 +27,33 @@ _WWW_HOST = re.compile(r"(?i)(?<![\w.@/-])(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 MAX_LOOKUPS = 20
 
 
-def url_domains(view: mime.MimeView) -> list[str]:
-    """The distinct registered domains (or IPs) linked from the message, in order."""
+def url_domains(view: mime.MimeView, limit: int | None = None) -> list[str]:
+    """The distinct names to look up for the links of the message, in order: for each host
+    its registered domain, then the host itself when it differs; IPs as they are."""
     found: dict[str, None] = {}
     for text, _ in view.texts:
         for pattern in (_URL_HOST, _WWW_HOST):
             for match in pattern.finditer(text):
-                host = match.group(1).lower().rstrip(".")
-                try:
-                    ipaddress.ip_address(host)
-                    found[host] = None
-                    continue
-                except ValueError:
-                    pass
-                labels = [label for label in host.split(".") if label]
-                if len(labels) >= 2:
-                    found[".".join(labels[-2:])] = None
+                for name in _lookup_names(match.group(1)):
+                    found[name] = None
+                    if limit is not None and len(found) >= limit:
+                        return list(found)
     return list(found)
 
 
-def _label(zone: str) -> str:
-    return re.sub(r"[^A-Z0-9]+", "_", zone.upper()).strip("_")
+def _lookup_names(host: str) -> list[str]:
+    host = host.lower().strip(".")
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(labels) < 2 or not all(labels) or len(host) > 253:
+        return []
+    registered = registrable_domain(host)
+    if registered is None:  # a public suffix itself (co.uk) or an unknown TLD
+        return []
+    return [registered] if registered == host else [registered, host]
 
 
 @dataclass
@@ -55,10 +63,15 @@ class UriblCheck:
     name: str = "uribl"
     phase: Phase = Phase.DATA
 
+    def __post_init__(self) -> None:
+        default_psl()  # parse the Public Suffix List now, not on the first message's loop turn
+
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
-        domains = url_domains(mime.view(ctx))[:MAX_LOOKUPS]
-        queries: list[tuple[str, str, float, str]] = []
+        domains = url_domains(mime.view(ctx), MAX_LOOKUPS)
+        codes = self.policy.return_codes
+        lookups: list[tuple[str, str, float, dict[str, float]]] = []
+        owners: list[str] = []  # the domain or IP each lookup is for
         for domain in domains:
             try:
                 ipaddress.ip_address(domain)
@@ -66,18 +79,15 @@ class UriblCheck:
             except ValueError:
                 label = domain
             for zone, weight in sorted(self.policy.uribl_zones.items()):
-                queries.append((domain, zone, weight, f"{label}.{zone}"))
-        answers = await asyncio.gather(
-            *(addresses(self.resolver, q[3]) for q in queries), return_exceptions=True
-        )
+                lookups.append((label, zone, weight, codes.get(zone, {})))
+                owners.append(domain)
+        judged = await query_zones(self.resolver, lookups)
         listed: set[str] = set()
-        for (domain, zone, weight, _), answer in zip(queries, answers, strict=True):
-            symbol = f"URIBL_{_label(zone)}"
-            if isinstance(answer, LookupFailed):
-                continue
-            if isinstance(answer, BaseException):
-                raise answer
-            if symbol not in listed and any(a.startswith("127.") for a in answer):
+        for domain, (_, zone, _, _), found in zip(owners, lookups, judged, strict=True):
+            symbol = f"URIBL_{zone_label(zone)}"
+            if symbol not in listed and isinstance(found, tuple):  # failures never count
                 listed.add(symbol)
-                result.add(symbol, self.policy.score(symbol, weight), f"{domain} in {zone}")
+                score, returned = found
+                detail = f"{domain} in {zone} ({', '.join(returned)})"
+                result.add(symbol, self.policy.score(symbol, score), detail)
         return result

@@ -5,7 +5,7 @@ The sum of the symbols' scores is mapped onto the reference host's Spam Confiden
 because the host never outputs those and admins read SCL the host's way. The action
 follows from the SCL band and the policy, unless a check asked for a stronger one
 (DMARC reject, malware, a blocked sender). Malware is never delivered, not even to an
-allow-listed sender.
+allow-listed sender, nor left unscanned for one: a check's TEMPFAIL (scanner down) holds.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ def decide(results: Sequence[CheckResult], policy: FilterPolicy, client_ip: str)
     scl = scl_for(score, policy)
     if ALLOWED in names and BLOCKED not in names:
         scl, action, reason = -1, Action.DELIVER, "sender allow-listed"
+        # allow-listing bypasses spam scoring, not what could not be done: a malware scan
+        # that did not finish (clamd down) or a rate limit still says "try again later"
+        unfinished = [r for r in requested if r.action == Action.TEMPFAIL]
+        if unfinished:
+            action, reason = Action.TEMPFAIL, unfinished[0].reason or "try again later"
     else:
         action = action_for_scl(scl, policy)
         reason = _score_reason(action, score, symbols)
@@ -95,7 +100,9 @@ def _score_reason(action: Action, score: float, symbols: Sequence[Symbol]) -> st
 def spam_headers(
     verdict: Verdict, policy: FilterPolicy, client_ip: str, names: set[str] | None = None
 ) -> list[tuple[str, str]]:
-    """X-Spam-Status, X-Spam-Score and an X-Forefront-Antispam-Report-style summary."""
+    """X-Spam-Status, X-Spam-Score and an X-Forefront-Antispam-Report-style summary: the
+    host's CIP, SFV (NSPM, SPM, SKA allow-listed, SKB block-listed), SCL, CAT (NONE, SPM,
+    HSPM high-confidence, MALW) and DIR, plus mxflow's SCORE."""
     names = names if names is not None else {s.name for s in verdict.symbols}
     spam = verdict.scl >= 5
     tests = ",".join(sorted(s.name for s in verdict.symbols if s.score != 0)) or "none"
@@ -111,7 +118,15 @@ def spam_headers(
         sfv = "SPM"
     else:
         sfv = "NSPM"
-    report = f"CIP:{client_ip};SFV:{sfv};SCL:{verdict.scl};SCORE:{verdict.score:.1f};"
+    if any(is_malware(s) for s in verdict.symbols):
+        cat = "MALW"
+    elif verdict.scl >= 7:
+        cat = "HSPM"
+    else:
+        cat = "SPM" if spam else "NONE"
+    report = (
+        f"CIP:{client_ip};SFV:{sfv};SCL:{verdict.scl};SCORE:{verdict.score:.1f};CAT:{cat};DIR:INB;"
+    )
     return [
         ("X-Spam-Status", status),
         ("X-Spam-Score", f"{verdict.score:.1f}"),

@@ -38,5 +38,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"  listeners: {listeners}")
     print(f"  accepted domains: {domains}")
     print(f"  routes: {routes or 'none'}")
+    if config.dns_resolver:
+        print(f"  dns resolver: {config.dns_resolver}")
     print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,53 +66,104 @@ def message_files(paths: list[str]) -> Iterator[Path]:
                     parts = child.relative_to(root).parts
                     if child.is_file() and not any(p.startswith(".") for p in parts):
                         yield child
+        elif path.exists():
+            raise MxflowError(f"{text}: not a message file, folder or Maildir")
         else:
             raise MxflowError(f"{text}: no such file or folder")
 
 
 def read_message(path: Path) -> bytes:
     """A message file with CRLF line ends, as the SMTP server hands messages to checks."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise MxflowError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def verdict_json(path: Path, verdict: Verdict) -> dict[str, object]:
+def verdict_json(path: Path, verdict: Verdict, report: str = "") -> dict[str, object]:
     return {
         "path": str(path),
         "score": verdict.score,
         "scl": verdict.scl,
         "action": verdict.action.value,
         "reason": verdict.reason,
+        "report": report,
         "symbols": [
             {"name": s.name, "score": s.score, "detail": s.detail} for s in verdict.symbols
         ],
+        "headers": [[name, value] for name, value in verdict.headers],
     }
+
+
+def antispam_report(verdict: Verdict, policy: object, client_ip: str) -> str:
+    """The X-Forefront-Antispam-Report-style summary (SFV, SCL, CIP) of any verdict, also
+    of those (quarantine, reject) whose message never gets the header."""
+    from mxflow.checks.policy import FilterPolicy
+    from mxflow.checks.verdict import spam_headers
+
+    for name, value in verdict.headers:
+        if name == "X-Forefront-Antispam-Report":
+            return value
+    assert isinstance(policy, FilterPolicy)
+    return dict(spam_headers(verdict, policy, client_ip))["X-Forefront-Antispam-Report"]
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Bad option values as one clear line, before any message is read."""
+    import ipaddress
+
+    from mxflow.checks.clamav import ClamdAddress
+
+    try:
+        ipaddress.ip_address(args.ip)
+    except ValueError:
+        raise MxflowError(f"--ip {args.ip!r}: expected an IPv4 or IPv6 address") from None
+    if args.clamd:
+        try:
+            ClamdAddress(args.clamd).validate()
+        except ValueError as exc:
+            raise MxflowError(f"--clamd {exc}") from None
 
 
 def _pipeline(args: argparse.Namespace) -> object:
     from mxflow.checks.pipeline import FilterPipeline
     from mxflow.checks.policy import FilterPolicy
-    from mxflow.dns.resolver import resolver_from_endpoint
+    from mxflow.dns.resolver import resolver_option
 
-    resolver = resolver_from_endpoint(args.resolver) if args.resolver else None
+    resolver = resolver_option(args.resolver) if args.resolver else None
     if args.config:
-        from mxflow.checks.node import node_pipeline
+        from mxflow.checks.node import node_pipeline, node_policy
         from mxflow.config import load_config
 
-        return node_pipeline(load_config(args.config), resolver, clamd=args.clamd)
+        config = load_config(args.config)
+        with _model_errors(node_policy(config).bayes_model):
+            return node_pipeline(config, resolver, clamd=args.clamd)
     return FilterPipeline(FilterPolicy(), resolver=resolver, clamd=args.clamd)
+
+
+@contextlib.contextmanager
+def _model_errors(path: Path | None) -> Iterator[None]:
+    """A model file that is not one (truncated, not gzip, a folder) as one clear line."""
+    try:
+        yield
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise MxflowError(f"{path}: not a usable classifier model ({reason})") from None
 
 
 async def _check(args: argparse.Namespace) -> int:
     from mxflow.checks.pipeline import FilterPipeline
 
+    _validate(args)
+    files = list(message_files(args.paths))  # a wrong path is reported before any output
+    if not files:
+        raise MxflowError("no message files found")
     pipeline = _pipeline(args)
     assert isinstance(pipeline, FilterPipeline)
     if pipeline.skipped and not args.json:
         print(f"note: no --resolver: DNS-based checks skipped ({', '.join(pipeline.skipped)})")
-    count = 0
-    for path in message_files(args.paths):
-        count += 1
+    for path in files:
         ctx = MessageContext(
             client_ip=args.ip,
             helo=args.helo,
@@ -120,19 +172,19 @@ async def _check(args: argparse.Namespace) -> int:
             raw=read_message(path),
         )
         verdict = await pipeline.evaluate(ctx, Phase.DATA)
+        report = antispam_report(verdict, pipeline.policy, args.ip)
         if args.json:
-            print(json.dumps(verdict_json(path, verdict)), flush=True)
+            print(json.dumps(verdict_json(path, verdict, report)), flush=True)
             continue
         reason = f" ({verdict.reason})" if verdict.reason else ""
         print(
             f"{path}: score {verdict.score:.2f}, SCL {verdict.scl}, "
             f"action {verdict.action.value}{reason}"
         )
+        print(f"    report: {report}")
         for symbol in verdict.symbols:
             detail = f"  {symbol.detail}" if symbol.detail else ""
             print(f"    {symbol.name:24} {symbol.score:7.2f}{detail}")
-    if count == 0:
-        raise MxflowError("no message files found")
     return 0
 
 
@@ -153,7 +205,9 @@ def run_learn(args: argparse.Namespace) -> int:
     count = 0
     model = None
     for path in message_files(args.paths):
-        model = trainer.train(read_message(path), args.spam, unlearn=args.unlearn)
+        raw = read_message(path)
+        with _model_errors(trainer.path):
+            model = trainer.train(raw, args.spam, unlearn=args.unlearn)
         count += 1
     if model is None:
         raise MxflowError("no message files found")

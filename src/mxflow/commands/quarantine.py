@@ -6,9 +6,13 @@
     mxflow quarantine ... delete ID
     mxflow quarantine ... expire
 
-Release re-injects the message to its original recipients by SMTP — to `--via`, or to the
-node's first listener — with an `X-Mxflow-Released` header so it is not filtered again, then
-records it in the node's trace and trains the node's classifier with it as ham.
+Release re-injects the message to its original recipients WITHOUT filtering it again: with
+`--config`, straight into the node's spool (`Spool.inject`, which the running node picks up
+within a second, or at its next start); with `--via HOST:PORT`, by SMTP to a listener of a
+node that shares this quarantine (the `X-Mxflow-Released` stamp, checked against the stored
+copy, makes that node skip its filter). Either way it is recorded in the node's trace
+(`quarantine-released`, and `received` under the new queue id) and the node's classifier
+learns it as ham.
 """
 
 from __future__ import annotations
@@ -137,56 +141,102 @@ def run_show(args: argparse.Namespace) -> int:
     return _with_node(args, work)
 
 
-def _endpoint(node: _Node, via: str | None) -> tuple[str, int]:
-    from mxflow.dns.resolver import parse_endpoint
-
-    if via:
-        return parse_endpoint(via, 25)
-    if node.config is None or not node.config.listeners:
-        raise MxflowError("release needs --via HOST:PORT (or --config with a listener)")
-    listener = node.config.listeners[0]
-    return str(listener.address), int(listener.port)
-
-
 async def smtp_reinject(host: str, port: int, mail_from: str, rcpts: list[str], raw: bytes) -> str:
-    """Send `raw` to an SMTP listener; returns the queue id from its 250 reply."""
-    import aiosmtplib
+    """Send `raw` to an SMTP listener (mxflow's own client); returns the queue id from its
+    250 reply."""
+    from mxflow.smtp.client import ConnectionPool, Endpoint, send
 
+    pool = ConnectionPool(
+        local_hostname="localhost", source_address=None, connect_timeout=30, command_timeout=60
+    )
     try:
-        errors, reply = await aiosmtplib.send(
-            raw, sender=mail_from, recipients=rcpts, hostname=host, port=port, timeout=30
-        )
-    except aiosmtplib.SMTPException as exc:
-        raise MxflowError(f"re-injection to {host}:{port} failed: {exc}") from None
-    if errors:
-        refused = ", ".join(f"{rcpt} ({err.code} {err.message})" for rcpt, err in errors.items())
+        replies = await send(pool, Endpoint(host, port, "opportunistic"), mail_from, rcpts, raw)
+    finally:
+        pool.close()
+    refused = ", ".join(f"{r} ({x.code} {x.text})" for r, x in replies.items() if not x.ok)
+    if refused:
         raise MxflowError(f"re-injection to {host}:{port}: recipients refused: {refused}")
-    words = reply.split()
+    words = next(iter(replies.values())).text.split() if replies else []
     return words[-1] if words else ""
 
 
+def _unstamped(raw: bytes) -> bytes:
+    """The stored message without the release stamp `Quarantine.release` put on top (it
+    only tells a filtering receiver to skip the message; our spool does not filter)."""
+    from mxflow.store.quarantine import RELEASED_HEADER
+
+    if raw.startswith(RELEASED_HEADER.encode() + b":"):
+        return raw[raw.index(b"\r\n") + 2 :]
+    return raw
+
+
 def run_release(args: argparse.Namespace) -> int:
+    """Release into the node's own spool (no filter on that path, works while it runs),
+    or with `--via HOST:PORT` by SMTP to a listener that shares this quarantine."""
+
     def work(node: _Node) -> int:
-        host, port = _endpoint(node, args.via)
+        if args.via is None and node.config is None:
+            raise MxflowError("release needs --config NODE.toml (or --via HOST:PORT)")
         learn = None
         if node.config is not None and not args.no_learn:
             from mxflow.checks.node import node_trainer
 
             trainer = node_trainer(node.config)
             learn = trainer.train
+        if args.via:
+            from mxflow.dns.resolver import parse_endpoint
 
-        async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
-            return await smtp_reinject(host, port, mail_from, rcpts, raw)
+            host, port = parse_endpoint(args.via, 25)
+            where = f"via {host}:{port}"
 
-        queue_id = asyncio.run(
-            node.quarantine.release(
-                args.id, reinject, learn=learn, allow_malware=args.allow_malware
+            async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+                return await smtp_reinject(host, port, mail_from, rcpts, raw)
+
+            queue_id = asyncio.run(
+                node.quarantine.release(
+                    args.id, reinject, learn=learn, allow_malware=args.allow_malware
+                )
             )
-        )
-        print(f"released {args.id} via {host}:{port}: queued as {queue_id}")
+        else:
+            queue_id = asyncio.run(_release_to_spool(node, args, learn))
+            where = "into the node's spool"
+        print(f"released {args.id} {where}: queued as {queue_id}")
         return 0
 
     return _with_node(args, work)
+
+
+async def _release_to_spool(node: _Node, args: argparse.Namespace, learn: Any) -> str:
+    from mxflow.smtp.headers import message_id_of
+    from mxflow.smtp.spool import Spool
+
+    config = node.config
+    spool = Spool(config.spool_dir, fsync=config.server.fsync)
+    try:
+
+        async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+            raw = _unstamped(raw)
+            message_id = message_id_of(raw)
+            env = await spool.inject(
+                mail_from, rcpts, raw, message_id=message_id, helo="quarantine-release"
+            )
+            for rcpt in rcpts:
+                node.trace.record(
+                    env.queue_id,
+                    "received",
+                    message_id=message_id,
+                    recipient=rcpt,
+                    status="Pending",
+                    detail=f"released from quarantine {args.id}, not filtered again",
+                )
+            return env.queue_id
+
+        queue_id: str = await node.quarantine.release(
+            args.id, reinject, learn=learn, allow_malware=args.allow_malware
+        )
+        return queue_id
+    finally:
+        spool.close()
 
 
 def run_delete(args: argparse.Namespace) -> int:

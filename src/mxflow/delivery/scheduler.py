@@ -40,6 +40,7 @@ from mxflow.smtp.spool import (
 from mxflow.store.trace import (
     STATUS_DELIVERED,
     STATUS_FAILED,
+    STATUS_FILTERED_AS_SPAM,
     STATUS_PENDING,
     TraceStore,
 )
@@ -252,7 +253,9 @@ class Scheduler:
                 rs.reply = str(reply)
                 if reply.ok:
                     rs.status = DELIVERED
-                    self._event(env, "delivered", rcpt, STATUS_DELIVERED, str(reply))
+                    # delivered with spam headers, for the next hop to file as junk
+                    ok = STATUS_FILTERED_AS_SPAM if env.action == "junk" else STATUS_DELIVERED
+                    self._event(env, "delivered", rcpt, ok, str(reply))
                     log.info(
                         "delivery id=%s to=<%s> status=delivered reply=%r",
                         queue_id,

@@ -1,7 +1,9 @@
-"""The gateway role: MX for protected domains; checks (later issues), then relay onward.
+"""The gateway role: MX for protected domains; checks, quarantine, then relay onward.
 
 With no `[filter]` configured the gateway delivers everything it accepts; relay control
-and recipient validation still apply (they are the engine's, not a filter's).
+and recipient validation still apply (they are the engine's, not a filter's). With one,
+the filter and the quarantine come from `mxflow.checks.node` (the filter's own builders),
+imported only then, so a node without a filter never loads the checks.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from mxflow.roles.node import Node
 def build_filter(
     config: NodeConfig, resolver: dns.asyncresolver.Resolver | None = None
 ) -> Filter | None:
-    """The role's filter from `[filter]` (mxflow.checks.pipeline), or None without one."""
+    """The role's filter from `[filter]`, or None when the node has none."""
     if config.filter is None or isinstance(config.filter, dict):
         return None
-    try:
-        from mxflow.checks.pipeline import FilterPipeline
-    except ImportError:
-        return None
-    pipeline: Filter = FilterPipeline(policy=config.filter, resolver=resolver)
+    from mxflow.checks.node import node_pipeline
+
+    pipeline: Filter = node_pipeline(config, resolver)
     return pipeline
 
 
@@ -37,14 +37,30 @@ def build_node(
     worker: int = 0,
     workers: int = 1,
 ) -> Node:
-    """A gateway node (also used for `sink` and roles not yet specialised)."""
-    if resolver is None and config.delivery.dns:
-        resolver = resolver_from_endpoint(config.delivery.dns)
-    return Node(
+    """A gateway node (also used for `sink` and roles not yet specialised).
+
+    With `[filter]` the node's filter is `mxflow.checks.node.node_pipeline` and its
+    quarantine (where QUARANTINE verdicts go, which the filter recognises releases from,
+    and which the node expires hourly) is one `Quarantine` recording to the node's trace.
+    """
+    if resolver is None and config.dns_resolver:
+        resolver = resolver_from_endpoint(config.dns_resolver)
+    if filter is None:
+        filter = build_filter(config, resolver)
+    node = Node(
         config,
-        filter=filter if filter is not None else build_filter(config, resolver),
+        filter=filter,
         quarantine=quarantine,
         resolver=resolver,
         worker=worker,
         workers=workers,
     )
+    if quarantine is None and filter is not None and config.filter is not None:
+        from mxflow.checks.node import node_quarantine
+        from mxflow.checks.pipeline import FilterPipeline
+
+        store = node_quarantine(config, node.trace)
+        node.set_quarantine(store)
+        if isinstance(filter, FilterPipeline):
+            filter.quarantine = store  # the same store verifies releases
+    return node

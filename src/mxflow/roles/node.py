@@ -28,6 +28,8 @@ from mxflow.store.trace import TraceStore
 
 log = logging.getLogger("mxflow.node")
 
+QUARANTINE_EXPIRY_INTERVAL = 3600.0
+
 
 def ensure_certificates(config: NodeConfig) -> None:
     """Create the self-signed certificates listeners ask for with `generate_cert = true`."""
@@ -65,8 +67,9 @@ class Node:
             preallocate=64,
         )
         self.trace = TraceStore(config.trace_db, node=config.name)
-        if resolver is None and config.delivery.dns:
-            resolver = resolver_from_endpoint(config.delivery.dns)
+        if resolver is None and config.dns_resolver:
+            resolver = resolver_from_endpoint(config.dns_resolver)
+        self.resolver = resolver
         self.pool = ConnectionPool(
             local_hostname=config.hostname,
             source_address=config.delivery.source_address,
@@ -89,12 +92,34 @@ class Node:
             )
             for listener in config.listeners
         ]
+        self.quarantine = quarantine
+        self._expiry: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
     def ports(self) -> list[int]:
         """The bound port of each listener (useful with port = 0)."""
         return [s.port for s in self.servers]
+
+    def set_quarantine(self, quarantine: QuarantineSink) -> None:
+        """Where QUARANTINE verdicts go (built after the node, as it records to our trace)."""
+        self.quarantine = quarantine
+        for server in self.servers:
+            server.quarantine = quarantine
+
+    async def _expire_quarantine(self) -> None:
+        """Delete quarantined messages past their retention: at start, then every hour."""
+        expire = getattr(self.quarantine, "expire", None)
+        if expire is None:
+            return
+        while True:
+            try:
+                gone = await asyncio.to_thread(expire)
+                if gone:
+                    log.info("quarantine expired %d message(s): %s", len(gone), ",".join(gone))
+            except Exception as exc:
+                log.error("quarantine expiry failed: %s", exc)
+            await asyncio.sleep(QUARANTINE_EXPIRY_INTERVAL)
 
     @property
     def port(self) -> int:
@@ -107,6 +132,8 @@ class Node:
 
     async def start(self) -> None:
         await self.scheduler.start()
+        if self.quarantine is not None and self.worker == 0:
+            self._expiry = asyncio.create_task(self._expire_quarantine())
         for server in self.servers:
             await server.start()
         log.info(
@@ -128,6 +155,9 @@ class Node:
             self.pool.connects,
         )
         await asyncio.gather(*(s.stop(grace) for s in self.servers))
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
         await self.scheduler.stop(grace)
         self.pool.close()
         self.spool.close()

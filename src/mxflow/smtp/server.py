@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from mxflow.auth.policy import AuthPolicy
+from mxflow.auth.results import format_authentication_results, strip_our_results
 from mxflow.checks.base import (
     Action,
     Filter,
@@ -39,6 +41,7 @@ from mxflow.checks.base import (
     TlsInfo,
     Verdict,
 )
+from mxflow.checks.sender_auth import dkim_sign_outbound, seal_after_checks
 from mxflow.config import InboundConnector, Listener, NodeConfig
 from mxflow.smtp.headers import message_id_of
 from mxflow.smtp.received import received_header
@@ -51,8 +54,16 @@ log = logging.getLogger("mxflow.smtp")
 READ_CHUNK = 256 * 1024
 MAX_COMMAND = 4096
 _PATH = re.compile(r"^\s*<([^<>]*)>\s*(.*)$")
+_AUTH_RESULTS = re.compile(rb"(?im)^authentication-results[ \t]*:")
 
 QueuedCallback = Callable[[Envelope, bytes], None]
+
+
+def _headers(fields: list[tuple[str, str]]) -> bytes:
+    """Header fields as wire bytes, in the order given (values may hold CRLF folds)."""
+    return b"".join(
+        f"{name}: {value}\r\n".encode("utf-8", "surrogateescape") for name, value in fields
+    )
 
 
 class _Closed(Exception):
@@ -146,6 +157,8 @@ class Session:
     body_8bit: bool = False
     queued: list[str] = field(default_factory=list)
     rejected: int = 0
+    errors: int = 0  # 4xx/5xx replies since the last queued message (smtpd_hard_error_limit)
+    ctx: MessageContext | None = None  # the filter's context, kept from CONNECT to close
 
     def reset(self) -> None:
         self.mail_from = None
@@ -188,6 +201,10 @@ class SmtpServer:
         self._sessions: dict[asyncio.Task[None], Session] = {}
         self._accepting = True
         self.port = listener.port
+        auth = config.auth
+        self.auth_policy: AuthPolicy | None = auth if isinstance(auth, AuthPolicy) else None
+        # who we are in Authentication-Results; the filter uses the same default
+        self.authserv_id = self.auth_policy.authserv_id if self.auth_policy else self.hostname
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -271,8 +288,9 @@ class SmtpServer:
                 writer.close()
             self._sessions.pop(task, None)
             closed = getattr(self.filter, "connection_closed", None)
-            if closed is not None:
-                closed(session.peer_ip)
+            if closed is not None and session.ctx is not None:
+                # the context the filter saw at CONNECT: it knows whether it counted it
+                closed(session.ctx)
             log.info(
                 "session client=%s:%d helo=%s tls=%s connector=%s queued=%s rejected=%d"
                 " end=%r seconds=%.3f",
@@ -288,20 +306,27 @@ class SmtpServer:
             )
 
     def _ctx(self, s: Session) -> MessageContext:
-        return MessageContext(
-            client_ip=s.peer_ip,
-            helo=s.helo,
-            mail_from=s.mail_from or "",
-            rcpt_tos=list(s.rcpt_tos),
-            tls=s.tls,
-            connector=s.connector.name if s.connector else None,
-            local_hostname=self.hostname,
-        )
+        """The session's filter context, brought up to date (one per session, so the
+        filter's per-phase results and its rate-limit accounting follow the session)."""
+        if s.ctx is None:
+            s.ctx = MessageContext(client_ip=s.peer_ip, local_hostname=self.hostname)
+        ctx = s.ctx
+        ctx.helo = s.helo
+        ctx.mail_from = s.mail_from or ""
+        ctx.rcpt_tos = list(s.rcpt_tos)
+        ctx.tls = s.tls
+        ctx.connector = s.connector.name if s.connector else None
+        ctx.raw = b""
+        ctx.queue_id = ""
+        ctx._parsed = None
+        return ctx
 
     async def _converse(self, s: Session, inp: _Input, writer: asyncio.StreamWriter) -> str:
         out: list[bytes] = []
 
         def reply(text: str) -> None:
+            if text[:1] in ("4", "5"):
+                s.errors += 1
             out.append(text.encode("utf-8", "replace") + b"\r\n")
 
         async def flush(force: bool = False) -> None:
@@ -390,6 +415,11 @@ class SmtpServer:
                 reply("421 4.3.2 Service shutting down")
                 await flush(True)
                 return "shutting down"
+            if s.errors >= self.limits.max_errors:
+                # address harvesting and broken clients: drop them as Postfix does
+                reply("421 4.7.0 Too many errors, closing connection")
+                await flush(True)
+                return "too many errors"
             await flush()
 
     def _mail(self, s: Session, arg: str, reply: Callable[[str], None]) -> None:
@@ -455,12 +485,23 @@ class SmtpServer:
             reply("501 5.5.4 Syntax: RCPT TO:<address>")
             return
         m = _PATH.match(arg[3:])
-        if not m or m.group(2).strip():
+        if not m:
             reply("501 5.1.3 Bad recipient address syntax")
+            return
+        if m.group(2).strip():  # e.g. NOTIFY= / ORCPT=: DSN is not advertised
+            key = m.group(2).split()[0].partition("=")[0].upper()
+            reply(f"555 5.5.4 Unsupported RCPT parameter {key}")
             return
         address = m.group(1).strip()
         if address.startswith("@"):  # obsolete source route: keep only the mailbox
             address = address.partition(":")[2]
+        if address.lower() == "postmaster":
+            # RFC 5321 4.5.1: <postmaster> without a domain must be accepted; it is the
+            # postmaster of our first accepted domain
+            if not self.config.accepted_domains:
+                reply("550 5.1.1 <postmaster>: Recipient address rejected: no local domain")
+                return
+            address = f"postmaster@{self.config.accepted_domains[0].domain}"
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain or (not address.isascii() and not s.smtputf8):
             reply("501 5.1.3 Bad recipient address syntax")
@@ -469,12 +510,20 @@ class SmtpServer:
             reply("452 4.5.3 Too many recipients")
             return
         accepted = self.config.accepted_domain(domain)
+        relay_client = s.connector is not None and s.connector.relay
+        if accepted is not None and not relay_client and any(c in local for c in "%!@"):
+            # "user%elsewhere@our.domain": a downstream that honours the percent hack or
+            # bang path would relay it onward (Postfix: allow_untrusted_routing = no)
+            s.rejected += 1
+            reply(f"550 5.7.1 <{address}>: Relay access denied (routing in the local part)")
+            return
         if accepted is None:
-            if s.connector is None or not s.connector.relay:
+            if not relay_client:
                 s.rejected += 1
                 reply(f"550 5.7.1 <{address}>: Relay access denied")
                 return
-        elif not accepted.knows(address):
+        elif not accepted.knows(address) and local.lower() != "postmaster":
+            # postmaster@ every domain we accept mail for is always taken (RFC 5321 4.5.1)
             s.rejected += 1
             reply(f"550 5.1.1 <{address}>: Recipient address rejected: User unknown")
             return
@@ -516,8 +565,9 @@ class SmtpServer:
         ctx.queue_id = queue_id
         if self.filter is not None:
             verdict = await self.filter.evaluate(ctx, Phase.ENVELOPE)
-            if self._refused(verdict, reply):
-                s.rejected += 1
+            refusal = self._refusal(verdict)
+            if refusal:
+                self._reject(s, reply, refusal, queue_id, s.rcpt_tos)
                 s.reset()
                 return False
         reply("354 End data with <CR><LF>.<CR><LF>")
@@ -525,19 +575,24 @@ class SmtpServer:
         async with asyncio.timeout(self.limits.timeout):
             data, too_big = await inp.read_data(self.limits.max_message_size)
         mail_from, rcpt_tos = s.mail_from, list(s.rcpt_tos)
-        s.reset()
         if too_big or len(data) > self.limits.max_message_size:
-            s.rejected += 1
-            reply("552 5.3.4 Message size exceeds fixed maximum message size")
+            too_big_text = "552 5.3.4 Message size exceeds fixed maximum message size"
+            self._reject(s, reply, too_big_text, queue_id, rcpt_tos)
+            s.reset()
             return False
         crlf = data.count(b"\r\n")
         if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-            s.rejected += 1
             log.warning("smuggling client=%s bare CR or LF in DATA; rejected", s.peer_ip)
-            reply("550 5.6.0 Message rejected: bare CR or LF in DATA (line ends must be CRLF)")
+            bare = "550 5.6.0 Message rejected: bare CR or LF in DATA (line ends must be CRLF)"
+            self._reject(s, reply, bare, queue_id, rcpt_tos)
+            s.reset()
             return False
+        s.reset()
         if data.startswith(b".") or b"\r\n." in data:  # RFC 5321 4.5.2 transparency
             data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
+        # RFC 8601 5: nobody else may speak in our name
+        if _AUTH_RESULTS.search(data):
+            data = strip_our_results(data, self.authserv_id)
         received = received_header(
             helo=s.helo,
             client_ip=s.peer_ip,
@@ -549,17 +604,34 @@ class SmtpServer:
             rcpt_tos=rcpt_tos,
         )
         extra = b""
+        action = ""
+        auth_results: list[str] | None = None  # our findings, when the filter ran
         if self.filter is not None:
             ctx.raw = received + data
             verdict = await self.filter.evaluate(ctx, Phase.DATA)
-            if self._refused(verdict, reply):
-                s.rejected += 1
-                return False
+            refusal = self._refusal(verdict)
+            if refusal:
+                return self._reject(
+                    s,
+                    reply,
+                    refusal,
+                    queue_id,
+                    rcpt_tos,
+                    message_id=message_id_of(data),
+                    sender=mail_from,
+                )
             if verdict.action is Action.QUARANTINE:
                 if self.quarantine is None:
-                    reply("550 5.7.1 Message refused by policy")
-                    s.rejected += 1
-                    return False
+                    policy = "550 5.7.1 Message refused by policy"
+                    return self._reject(
+                        s,
+                        reply,
+                        policy,
+                        queue_id,
+                        rcpt_tos,
+                        message_id=message_id_of(data),
+                        sender=mail_from,
+                    )
                 qid = await self.quarantine.quarantine(ctx, verdict)
                 for rcpt in rcpt_tos:
                     self.trace.record(
@@ -572,11 +644,13 @@ class SmtpServer:
                     )
                 reply(f"250 2.0.0 Ok: quarantined as {qid}")
                 return False
-            extra = b"".join(
-                f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
-                for name, value in verdict.headers
-            )
-        raw = received + extra + data
+            ar = format_authentication_results(self.authserv_id, verdict.auth_results)
+            extra = _headers([("Authentication-Results", ar), *verdict.headers])
+            action = verdict.action.value
+            auth_results = verdict.auth_results
+        # top down: [ARC set] [DKIM-Signature] Authentication-Results, the verdict's headers,
+        # our Received, the message (the checks saw Received + message)
+        raw = await self._sign_and_seal(s, extra + received + data, auth_results)
         message_id = message_id_of(data)
         try:
             env = await self.spool.enqueue(
@@ -589,6 +663,7 @@ class SmtpServer:
                 helo=s.helo,
                 smtputf8=s.smtputf8,
                 body_8bit=s.body_8bit,
+                action=action,
             )
         except Exception as exc:
             log.error("spool write failed id=%s: %s", queue_id, exc)
@@ -603,6 +678,7 @@ class SmtpServer:
             reply("451 4.3.0 Local error: could not store message, try again later")
             return False
         s.queued.append(queue_id)
+        s.errors = 0  # the limit is on errors without delivering mail, as in Postfix
         for rcpt in rcpt_tos:
             self.trace.record(
                 queue_id,
@@ -617,12 +693,57 @@ class SmtpServer:
             self.on_queued(env, raw)
         return True
 
+    async def _sign_and_seal(self, s: Session, raw: bytes, auth_results: list[str] | None) -> bytes:
+        """`raw` with our DKIM signature (outbound mail of a domain we sign for) and then
+        our ARC set (a node that seals, after its checks) prepended; sealing comes last,
+        over the message exactly as it will be relayed (RFC 8617 5.1). A signing failure
+        (a header dkimpy cannot parse) is logged and the message goes unsigned."""
+        policy = self.auth_policy
+        if policy is None:
+            return raw
+        try:
+            if policy.dkim_sign and s.connector is not None and s.connector.relay:
+                # only mail from our own senders (a relay connector): never sign what the
+                # Internet sends in our domain's name
+                raw = _headers(await dkim_sign_outbound(raw, policy)) + raw
+            if policy.arc_seal is not None and auth_results is not None:
+                raw = _headers(await seal_after_checks(raw, policy, auth_results)) + raw
+        except ValueError as exc:
+            log.warning("signing skipped client=%s: %s", s.peer_ip, exc)
+        return raw
+
     @staticmethod
-    def _refused(verdict: Verdict, reply: Callable[[str], None]) -> bool:
+    def _refusal(verdict: Verdict) -> str | None:
+        """The SMTP reply for a REJECT or TEMPFAIL verdict (None for the others)."""
         if verdict.action is Action.REJECT:
-            reply(f"550 5.7.1 {verdict.reason or 'Message refused by policy'}")
-            return True
+            return f"550 5.7.1 {verdict.reason or 'Message refused by policy'}"
         if verdict.action is Action.TEMPFAIL:
-            reply(f"451 4.7.1 {verdict.reason or 'Try again later'}")
-            return True
+            return f"451 4.7.1 {verdict.reason or 'Try again later'}"
+        return None
+
+    def _reject(
+        self,
+        s: Session,
+        reply: Callable[[str], None],
+        text: str,
+        queue_id: str,
+        rcpt_tos: list[str],
+        *,
+        message_id: str = "",
+        sender: str | None = None,
+    ) -> bool:
+        """Refuse the message in DATA with `text`, and trace it (one row per recipient)."""
+        sender = s.mail_from if sender is None else sender
+        s.rejected += 1
+        reply(text)
+        status = STATUS_FAILED if text.startswith("5") else STATUS_PENDING
+        for rcpt in rcpt_tos:
+            self.trace.record(
+                queue_id,
+                "rejected",
+                message_id=message_id,
+                recipient=rcpt,
+                status=status,
+                detail=f"{text} (client {s.peer_ip}, sender <{sender or ''}>)",
+            )
         return False

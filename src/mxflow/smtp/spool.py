@@ -66,6 +66,7 @@ class Envelope:
     body_8bit: bool = False
     is_dsn: bool = False
     size: int = -1  # length of the raw message; lets a reader tell a complete file
+    action: str = ""  # the filter's verdict when one ran ("deliver", "junk")
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
@@ -263,6 +264,7 @@ class Spool:
         smtputf8: bool = False,
         body_8bit: bool = False,
         is_dsn: bool = False,
+        action: str = "",
     ) -> Envelope:
         """Store a message durably and return its envelope (`.queue_id`).
 
@@ -281,6 +283,7 @@ class Spool:
             body_8bit=body_8bit,
             is_dsn=is_dsn,
             size=len(raw),
+            action=action,
         )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()

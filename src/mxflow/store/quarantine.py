@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxflow.checks.base import MessageContext, Verdict
+from mxflow.checks.mime import decode_header_value
+from mxflow.checks.verdict import is_malware
+from mxflow.errors import MxflowError
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
 EventHook = Callable[["QuarantineEntry", str, str], None]  # (entry, event, detail)
@@ -160,7 +163,7 @@ def _header(raw: bytes, name: str) -> str:
                     value += b" " + cont.strip()
                 else:
                     break
-            return value.decode("utf-8", "replace").strip()[:500]
+            return decode_header_value(value.decode("utf-8", "replace").strip()[:2000])[:500]
     return ""
 
 
@@ -177,15 +180,20 @@ class Quarantine:
     ) -> None:
         self.directory = Path(directory)
         self.messages = self.directory / "messages"
-        self.messages.mkdir(parents=True, exist_ok=True)
         self.db_path = self.directory / "quarantine.sqlite"
         self.retention = {
             "spam": retention_spam_days * DAY,
             "malware": retention_malware_days * DAY,
         }
         self.on_event = on_event
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        try:
+            self.messages.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+            db.close()
+        except (OSError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise MxflowError(f"{self.directory}: cannot open the quarantine ({reason})") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0)
@@ -206,8 +214,7 @@ class Quarantine:
 
     def store(self, ctx: MessageContext, verdict: Verdict, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        malware = any(s.name.startswith(("CLAM_VIRUS", "MALWARE_")) for s in verdict.symbols)
-        kind = "malware" if malware else "spam"
+        kind = "malware" if any(is_malware(s) for s in verdict.symbols) else "spam"
         qid = f"{int(now * 1000):x}{secrets.token_hex(4)}"
         path = self.path_of(qid)
         tmp = path.with_suffix(".tmp")
