@@ -210,6 +210,11 @@ def main() -> int:
     parser.add_argument(
         "--tools", default="spamassassin,rspamd,mxflow", help="comma-separated subset"
     )
+    parser.add_argument(
+        "--rspamd-offline-neutral",
+        action="store_true",
+        help="turn off rspamd's hfilter checks that read NXDOMAIN as evidence (offline artefact)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args()
     procs.exit_on_sigterm()
@@ -225,9 +230,17 @@ def main() -> int:
     sa = (
         SpamAssassin(SpamAssassinConfig(ROOT / "spamassassin")) if "spamassassin" in tools else None
     )
-    rs = Rspamd(RspamdConfig(ROOT / "rspamd")) if "rspamd" in tools else None
+    # Offline, every lookup is NXDOMAIN: hfilter then scores the From domain "no A/MX"
+    # (HFILTER_FROMHOST_NORES_A_OR_MX) and the client "hostname unknown" on ham and spam alike.
+    neutral = (
+        {"hfilter.conf": "helo_enabled = false;\nhostname_enabled = false;\n"
+         "from_enabled = false;\nmid_enabled = false;\n"}
+        if args.rspamd_offline_neutral else {}
+    )  # fmt: skip
+    rs = Rspamd(RspamdConfig(ROOT / "rspamd", local_d=neutral)) if "rspamd" in tools else None
     sa_scores = Scores("SpamAssassin 4.0 (Bayes + local rules)", 5.0)
-    rs_scores = Scores("rspamd 3.4 (Bayes + default rules)", 6.0)
+    rs_name = "rspamd 3.4 (Bayes + default rules" + (", hfilter DNS off)" if neutral else ")")
+    rs_scores = Scores(rs_name, 6.0)
     mx_rows: list[dict[str, object]] = []
     mx_note = ""
     mx_thread: threading.Thread | None = None

@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib import procs
@@ -48,6 +48,7 @@ class RspamdConfig:
     dns: str = "127.0.99.53:53"
     milter_socket: Path | None = None
     start_dns: bool = True  # start bench/lib/nxdns.py on `dns` (False: the caller runs one)
+    local_d: dict[str, str] = field(default_factory=dict)  # more local.d files: name -> text
 
 
 class Rspamd:
@@ -69,6 +70,8 @@ class Rspamd:
             f'dns {{ nameserver = ["{c.dns}"]; timeout = 1s; retransmits = 2; }}\n'
         )
         (ld / "fuzzy_check.conf").write_text("enabled = false;\n")
+        for name, text in c.local_d.items():
+            (ld / name).write_text(text)
         (ld / "classifier-bayes.conf").write_text(
             f'backend = "redis";\nservers = "{c.host}:{c.redis_port}";\nautolearn = false;\n'
         )

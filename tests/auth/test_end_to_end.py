@@ -134,6 +134,9 @@ async def test_trusted_gateway_seal_makes_the_host_pass_it(world: World) -> None
     assert "compauth=pass reason=130" in result.auth_results
     assert any(p.startswith("dmarc=fail") for p in result.auth_results)
     assert result.action is None
+    # The failures the trusted sealer vouches for are shown but score nothing.
+    assert sum(s.score for s in result.symbols) <= 0
+    assert all("trusted ARC sealer" in s.detail for s in result.symbols if s.name == "DKIM_INVALID")
 
 
 async def test_untrusted_sealer_changes_nothing(world: World) -> None:

@@ -185,7 +185,8 @@ async def test_downstream_down_then_back(tmp_path: Path) -> None:
             await wait_for(lambda: len(maildir_messages(sink_cfg, "bob@contoso.com")) == 1)
             assert strip_received(maildir_messages(sink_cfg, "bob@contoso.com")[0], 2) == raw
             await wait_for(lambda: not gw.spool.exists(queue_id))
-        assert events(cfg, queue_id)[-1] == "delivered"
+        # The trace is written by a background thread: wait for the row, not just the spool.
+        await wait_for(lambda: events(cfg, queue_id)[-1:] == ["delivered"])
 
 
 async def test_5xx_bounces_with_a_dsn_to_the_sender(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mxflow.roles.gateway import build_node
 from mxflow.store.trace import TraceStore
+from tests.clirun import mxflow
 from tests.engine.helpers import (
     RawSmtp,
     maildir_messages,
@@ -17,20 +18,6 @@ from tests.engine.helpers import (
     stuffed,
     wait_for,
 )
-
-
-async def mxflow(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mxflow",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_queue_commands_on_a_running_node(tmp_path: Path) -> None:

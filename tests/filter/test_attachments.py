@@ -19,6 +19,7 @@ from tests.filter.helpers import context, message
 
 PE = b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 56 + b"PE\x00\x00" + b"\x00" * 200
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"
+ISO = b"\0" * 0x8000 + b"\x01CD001\x01" + b"\0" * 2041  # an ISO 9660 volume descriptor
 JS_DROPPER = b'var s = new ActiveXObject("WScript.Shell"); s.Run("calc.exe");\n'
 
 
@@ -63,6 +64,13 @@ def test_a_clean_pdf_passes() -> None:
         ("order.doc", "application/msword", JS_DROPPER, "MALWARE_SCRIPT"),
         ("scan.pdf", "application/pdf", zipped(("a.txt", b"hello")), "MALWARE_DISGUISED"),
         ("payload.cmd", "application/octet-stream", b"@echo off", "MALWARE_EXECUTABLE"),
+        ("statement.pdf", "application/pdf", ISO, "MALWARE_DISK_IMAGE"),
+        (
+            "backup.dat",
+            "application/octet-stream",
+            b"\0" * 4096 + b"conectix" + b"\0" * 504,
+            "MALWARE_DISK_IMAGE",
+        ),
     ],
 )
 def test_dangerous_content_is_found_whatever_its_name(

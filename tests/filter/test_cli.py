@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from mxflow.checks.base import MessageContext
 from mxflow.store.quarantine import Quarantine
 from mxflow.store.trace import TraceStore
+from tests import clirun
 from tests.dnsserver import serve_zone_text
 from tests.filter.helpers import SA_NICE, SA_SPAM, SmtpSink, message
 from tests.filter.test_quarantine import SPAM_VERDICT
@@ -31,20 +31,6 @@ def mxflow(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-async def amxflow(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mxflow",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def node_config(tmp_path: Path, filter_section: str = "", port: int = 2525) -> Path:
@@ -148,7 +134,7 @@ async def test_check_with_a_node_config_and_a_resolver(tmp_path: Path) -> None:
     msg = tmp_path / "m.eml"
     msg.write_bytes(message())
     async with serve_zone_text(BLOCKLIST) as server:
-        code, out, err = await amxflow(
+        code, out, err = await clirun.mxflow(
             "filter", "check", "--json", "--config", str(config),
             "--resolver", f"{server.host}:{server.port}",
             "--ip", "127.66.0.9", "--helo", "mx.sender.test", str(msg),
@@ -158,6 +144,24 @@ async def test_check_with_a_node_config_and_a_resolver(tmp_path: Path) -> None:
     names = {s["name"]: s["score"] for s in row["symbols"]}
     assert names["RBL_BL_LAB_TEST"] == 7.5
     assert "DNS_CHECKS_SKIPPED" not in names
+
+
+async def test_check_with_a_node_config_uses_the_nodes_dns_resolver(tmp_path: Path) -> None:
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(message())
+    async with serve_zone_text(BLOCKLIST) as server:
+        config = node_config(
+            tmp_path,
+            '[filter.dnsbl_zones]\n"bl.lab.test" = 7.5\n'
+            f'[dns]\nresolver = "{server.host}:{server.port}"\n',
+        )
+        code, out, err = await clirun.mxflow(
+            "filter", "check", "--json", "--config", str(config),
+            "--ip", "127.66.0.9", "--helo", "mx.sender.test", str(msg),
+        )  # fmt: skip
+    assert code == 0, err
+    names = {s["name"]: s["score"] for s in json.loads(out)["symbols"]}
+    assert names["RBL_BL_LAB_TEST"] == 7.5
 
 
 def test_bad_filter_config_names_file_and_key(tmp_path: Path) -> None:
@@ -188,11 +192,11 @@ async def test_quarantine_commands_with_a_node_config(tmp_path: Path) -> None:
         )  # fmt: skip
         qid = quarantine.store(ctx, SPAM_VERDICT)
 
-        code, out, _ = await amxflow("quarantine", "--config", str(config), "list")
+        code, out, _ = await clirun.mxflow("quarantine", "--config", str(config), "list")
         assert code == 0 and qid in out and "'Win big'" in out and "SCL  7" in out
-        code, out, _ = await amxflow("quarantine", "--config", str(config), "show", qid)
+        code, out, _ = await clirun.mxflow("quarantine", "--config", str(config), "show", qid)
         assert "BAYES_SPAM" in out and "bob@contoso.com" in out
-        code, out, err = await amxflow(
+        code, out, err = await clirun.mxflow(
             "quarantine", "--config", str(config), "release", qid, "--via",
             f"{sink.host}:{sink.port}",
         )  # fmt: skip
@@ -206,7 +210,9 @@ async def test_quarantine_commands_with_a_node_config(tmp_path: Path) -> None:
         ("quarantine-released", "bob@contoso.com", "Pending")
     ]
     assert (tmp_path / "data" / "bayes.model.gz").exists()  # learnt as ham
-    code, out, _ = await amxflow("quarantine", "--config", str(config), "list", "--all", "--json")
+    code, out, _ = await clirun.mxflow(
+        "quarantine", "--config", str(config), "list", "--all", "--json"
+    )
     assert json.loads(out)["state"] == "released"
 
 
@@ -220,3 +226,11 @@ def test_quarantine_dir_delete_and_unknown(tmp_path: Path) -> None:
     no_via = mxflow("quarantine", "--dir", str(tmp_path), "release", "abc")
     assert no_via.returncode == 2 and "release needs" in no_via.stderr
     assert "--via HOST:PORT" in no_via.stderr and "Traceback" not in no_via.stderr
+
+
+def test_quarantine_dir_that_does_not_exist_is_an_error_not_a_new_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-quarantine"
+    result = mxflow("quarantine", "--dir", str(missing), "list")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "no such quarantine folder" in result.stderr
+    assert not missing.exists()

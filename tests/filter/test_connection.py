@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from mxflow.checks import mime
+import pytest
+
+from mxflow.checks import mime, uribl
 from mxflow.checks.base import Action, MessageContext, Phase
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
 from mxflow.checks.pipeline import FilterPipeline
@@ -122,13 +125,16 @@ async def test_uribl_looks_up_registered_domains_by_the_psl_and_full_hosts() -> 
             return [s.detail for s in (await check.check(context(message(body)))).symbols]
 
         assert await hits("https://shop.evil.co.uk/cart") == [
-            "evil.co.uk in uribl.lab.test (127.0.0.2)"
+            "in uribl.lab.test: evil.co.uk (127.0.0.2)"
         ]
         # a public suffix is never looked up: co.uk's listing must not hit every .co.uk link
         assert await hits("https://www.innocent.co.uk/") == []
         assert await hits("go to http://phish.sites.example.com/login") == [
-            "phish.sites.example.com in uribl.lab.test (127.0.0.2)"
+            "in uribl.lab.test: phish.sites.example.com (127.0.0.2)"
         ]
+        assert await hits("http://www.bad-pills.test/ and https://a.evil.co.uk/") == [
+            "in uribl.lab.test: bad-pills.test (127.0.0.2), evil.co.uk (127.0.0.2)"
+        ]  # one symbol, every listed name
         assert await hits("http://refused.test/") == []  # 127.255.255.254: refused query
 
 
@@ -235,3 +241,23 @@ async def test_rate_limit_is_part_of_the_connect_phase() -> None:
     pipeline.connection_closed(session)
     third = await pipeline.evaluate(MessageContext("127.66.2.1"), Phase.CONNECT)
     assert third.action is Action.DELIVER
+
+
+async def test_uribl_extracts_urls_of_a_long_text_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offloaded: list[object] = []
+    real = asyncio.to_thread
+
+    async def spy(func: Any, /, *args: Any) -> Any:
+        offloaded.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(uribl.asyncio, "to_thread", spy)
+    async with serve_zone_text(URIBL) as server:
+        check = UriblCheck(POLICY, server.resolver())
+        await check.check(context(message("see http://bad-pills.test/\n")))
+        assert offloaded == []
+        hostile = await check.check(context(message("http://x.y@" * 30_000 + " bad-pills.test")))
+    assert offloaded == [url_domains]
+    assert hostile.symbols == []

@@ -180,3 +180,16 @@ async def test_a_received_hop_later_than_the_hop_above_it_is_odd() -> None:
     assert "RCVD_DATE_BACKWARDS" not in await names(top, skewed)  # a wrong time zone
     assert "RCVD_DATE_BACKWARDS" not in await names(forged, top)  # newest first: in order
     assert "RCVD_DATE_BACKWARDS" not in await names(top, "from x by y; not a date")
+
+
+async def test_a_display_name_showing_the_same_organisation_is_no_spoof() -> None:
+    pipeline = FilterPipeline(FilterPolicy(checks=("headers",)))
+
+    async def spoof(from_header: str) -> bool:
+        raw = message().replace(b"From: Ann Example <ann@example.org>", from_header.encode())
+        verdict = await pipeline.evaluate(context(raw), Phase.DATA)
+        return "FROM_NAME_SPOOF" in {s.name for s in verdict.symbols}
+
+    assert not await spoof('From: "news@shop.example.co.uk" <bounce@mail.example.co.uk>')
+    assert await spoof('From: "service@paypal.com" <ann@evil.test>')
+    assert await spoof('From: "service@paypal.co.uk" <ann@other.co.uk>')

@@ -37,6 +37,7 @@ DEFAULT_SCORES = {
     "MALWARE_DOUBLE_EXT": 20.0,
     "MALWARE_DISGUISED": 20.0,
     "MALWARE_ARCHIVE_BOMB": 20.0,
+    "MALWARE_DISK_IMAGE": 20.0,
     "OFFICE_MACRO": 4.0,
     "UNIX_SCRIPT": 0.5,
     "ARCHIVE_ENCRYPTED": 3.0,
@@ -90,6 +91,9 @@ def inspect_file(
     last = exts[-1] if exts else ""
     if kind == "executable":
         budget.findings.append(Finding("MALWARE_EXECUTABLE", f"{where}: executable content"))
+        return
+    if kind == "diskimage":
+        budget.findings.append(Finding("MALWARE_DISK_IMAGE", f"{where}: disk image (ISO/VHD)"))
         return
     if kind == "script" and last != "txt":
         budget.findings.append(Finding("MALWARE_SCRIPT", f"{where}: script content"))

@@ -93,7 +93,7 @@ KIND_EXTENSIONS = {
 
 def sniff(data: bytes) -> str:
     """The kind of `data`: executable, script, shebang, zip, gzip, ole, pdf, png, jpeg, gif,
-    rar, 7z or other."""
+    rar, 7z, diskimage or other."""
     head = data[:8]
     if head[:2] == b"MZ":
         return "executable"
@@ -119,6 +119,9 @@ def sniff(data: bytes) -> str:
         return "rar"
     if head[:6] == b"7z\xbc\xaf\x27\x1c":
         return "7z"
+    vhd_footer = data[-512:-504] if len(data) >= 512 else b""  # a fixed VHD's only marker
+    if data[0x8001:0x8006] == b"CD001" or b"conectix" in (head, vhd_footer) or head == b"vhdxfile":
+        return "diskimage"  # ISO 9660 / VHD / VHDX: mounts on a double click, hides its files
     if _SCRIPT_MARKERS.search(data[:65536]):
         return "script"  # Windows script host / PowerShell: runs on a double click
     if head[:2] == b"#!":

@@ -122,7 +122,7 @@ class HeaderCheck:
         display, address = pairs[0]
         domain = address.rsplit("@", 1)[1].lower().rstrip(">")
         shown = _EMAIL_IN_NAME.search(display)
-        if shown and shown.group(1).lower() != domain:
+        if shown and _org(shown.group(1).lower()) != _org(domain):
             self._add(result, "FROM_NAME_SPOOF", f"name shows {shown.group(0)}, address {address}")
         if mail_from and "@" in mail_from:
             envelope = mail_from.rsplit("@", 1)[1].lower().strip("<>")

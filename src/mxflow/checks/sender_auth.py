@@ -104,15 +104,27 @@ class SenderAuthCheck:
 
 
 def add_symbols(result: CheckResult, outcome: AuthOutcome) -> None:
-    """One symbol per mechanism (one per DKIM signature), then the composite verdict."""
+    """One symbol per mechanism (one per DKIM signature), then the composite verdict.
+
+    When a trusted ARC sealer vouches for the message (compauth reason 130), the SPF, DKIM
+    and DMARC failures are those of the hop it sealed: they are still shown, but score
+    nothing, or legitimate mail through a modifying gateway would land in Junk.
+    """
+    overridden = outcome.compauth.reason == 130
+
+    def add(name: str, score: float, detail: str) -> None:
+        if overridden and score > 0:
+            score, detail = 0.0, f"{detail} (vouched for by a trusted ARC sealer)"
+        result.add(name, score, detail)
+
     spf = outcome.spf
     name, score = SPF_SYMBOLS.get(spf.result, ("SPF_NONE", 0.0))
-    result.add(name, score, f"{spf.domain}: {spf.reason}" if spf.reason else spf.domain)
+    add(name, score, f"{spf.domain}: {spf.reason}" if spf.reason else spf.domain)
     if not outcome.dkim:
         result.add("DKIM_NA", 0.0, "not signed")
     for sig in outcome.dkim:
         name, score = DKIM_SYMBOLS.get(sig.result, ("DKIM_PERMERROR", 0.5))
-        result.add(name, score, f"d={sig.domain} s={sig.selector} {sig.reason}".strip())
+        add(name, score, f"d={sig.domain} s={sig.selector} {sig.reason}".strip())
     dmarc = outcome.dmarc
     detail = f"{dmarc.from_domain} {dmarc.reason}".strip()
     if dmarc.result == "pass":
@@ -124,7 +136,7 @@ def add_symbols(result: CheckResult, outcome: AuthOutcome) -> None:
             "none": ("DMARC_POLICY_SOFTFAIL", 0.5),
         }
         name, score = names[dmarc.policy]
-        result.add(name, score, f"{detail} (p={dmarc.policy} dis={dmarc.disposition})")
+        add(name, score, f"{detail} (p={dmarc.policy} dis={dmarc.disposition})")
     elif dmarc.result == "temperror":
         result.add("DMARC_TEMPFAIL", 0.0, detail)
     elif dmarc.result == "permerror":

@@ -10,6 +10,7 @@ that are no listing (127.0.0.1, 127.255.255.x) never count.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -68,7 +69,11 @@ class UriblCheck:
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
-        domains = url_domains(mime.view(ctx), MAX_LOOKUPS)
+        view = mime.view(ctx)
+        if sum(len(text) for text, _ in view.texts) > 100_000:  # hostile text: off the loop
+            domains = await asyncio.to_thread(url_domains, view, MAX_LOOKUPS)
+        else:
+            domains = url_domains(view, MAX_LOOKUPS)
         codes = self.policy.return_codes
         lookups: list[tuple[str, str, float, dict[str, float]]] = []
         owners: list[str] = []  # the domain or IP each lookup is for
@@ -82,12 +87,15 @@ class UriblCheck:
                 lookups.append((label, zone, weight, codes.get(zone, {})))
                 owners.append(domain)
         judged = await query_zones(self.resolver, lookups)
-        listed: set[str] = set()
+        # one symbol per zone (the best score), naming every listed name, as rspamd does
+        hits: dict[str, tuple[float, list[str]]] = {}
         for domain, (_, zone, _, _), found in zip(owners, lookups, judged, strict=True):
+            if isinstance(found, tuple):  # failures and refused queries never count
+                best, names = hits.get(zone, (found[0], []))
+                hits[zone] = (max(best, found[0]), [*names, f"{domain} ({', '.join(found[1])})"])
+        for zone, (score, names) in hits.items():
             symbol = f"URIBL_{zone_label(zone)}"
-            if symbol not in listed and isinstance(found, tuple):  # failures never count
-                listed.add(symbol)
-                score, returned = found
-                detail = f"{domain} in {zone} ({', '.join(returned)})"
-                result.add(symbol, self.policy.score(symbol, score), detail)
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            detail = f"in {zone}: {', '.join(names[:5])}{more}"
+            result.add(symbol, self.policy.score(symbol, score), detail)
         return result

@@ -137,6 +137,9 @@ def _pipeline(args: argparse.Namespace) -> object:
         from mxflow.config import load_config
 
         config = load_config(args.config)
+        if resolver is None and config.dns_resolver:
+            # The node's own `[dns] resolver`, as the running node would use it.
+            resolver = resolver_option(config.dns_resolver, "[dns] resolver")
         with _model_errors(node_policy(config).bayes_model):
             return node_pipeline(config, resolver, clamd=args.clamd)
     return FilterPipeline(FilterPolicy(), resolver=resolver, clamd=args.clamd)

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from mxflow.commands import Subparsers
@@ -74,6 +75,8 @@ class _Node:
             self.trace = TraceStore(self.config.trace_db, node=self.config.name)
             self.quarantine = node_quarantine(self.config, self.trace)
         else:
+            if not Path(args.dir).is_dir():  # a typo must not create an empty quarantine
+                raise MxflowError(f"--dir {args.dir}: no such quarantine folder")
             self.quarantine = Quarantine(args.dir)
 
     def close(self) -> None:
