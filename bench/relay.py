@@ -174,6 +174,7 @@ def profile_mxflow(
     addr: tuple[str, int] = MXFLOW,
     message: Path | None = None,
     name: str = "mxflow",
+    size_kb: int = 10,
 ) -> None:
     """py-spy record on mxflow (and its workers) while smtp-source keeps it busy."""
     out = procs.BENCH_ROOT / f"{name}-profile.txt"
@@ -185,12 +186,13 @@ def profile_mxflow(
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and spy.poll() is None:
         count = 25 * sessions if sessions < 20 else 500
-        measure(name, addr, sink=sink, size_kb=10, sessions=sessions, count=count,
+        measure(name, addr, sink=sink, size_kb=size_kb, sessions=sessions, count=count,
                 lat_count=0, timeout=timeout, message=message)  # fmt: skip
     spy.wait(timeout)
     summary = profile.summarise(out)
     (procs.BENCH_ROOT / f"{name}-profile-summary.txt").write_text(summary + "\n")
-    print(f"\n{name} under 10 KB x {sessions}-session load, py-spy ({out}):\n{summary}\n")
+    load = f"{size_kb} KB x {sessions}-session load"
+    print(f"\n{name} under {load}, py-spy ({out}):\n{summary}\n")
 
 
 def fmt(v: float, digits: int = 0) -> str:
@@ -289,6 +291,7 @@ def main() -> int:
     parser.add_argument(
         "--profile-sessions", type=int, default=20, help="sessions of the --profile load"
     )
+    parser.add_argument("--profile-size", type=int, default=10, help="KB of the --profile load")
     args = parser.parse_args()
     procs.exit_on_sigterm()
     if args.quick:
@@ -368,6 +371,7 @@ def main() -> int:
                 seconds=args.profile,
                 timeout=args.timeout,
                 sessions=args.profile_sessions,
+                size_kb=args.profile_size,
             )
     finally:
         if mx is not None:
