@@ -72,3 +72,35 @@ async def test_workers_own_disjoint_ids_and_state_round_trips(tmp_path: Path) ->
     assert list(spools[0].take_requests()) == [(ids[0], "retry")]
     for s in spools:
         s.close()
+
+
+async def test_preallocated_names_are_handed_out_only_after_a_directory_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path / "spool", preallocate=8)
+    dir_fsyncs: list[bool] = []
+    real_write_batch = spool._write_batch
+
+    def write_batch(items: list[tuple[str, bytes, bytes, bool]], new_names: bool = False) -> None:
+        dir_fsyncs.append(new_names)
+        real_write_batch(items, new_names)
+
+    monkeypatch.setattr(spool, "_write_batch", write_batch)
+    first = spool.new_queue_id()  # none reserved yet: a fresh name, and a refill starts
+    assert spool._refill is not None
+    await spool._refill
+    assert len(spool._fresh) == 8 and not spool._reserved  # created, not yet handed out
+    await spool.enqueue("a@x.test", ["b@y.test"], b"one\r\n", queue_id=first)
+    assert dir_fsyncs == [True] and len(spool._reserved) == 8 and not spool._fresh
+    ids = []
+    for _ in range(6):
+        queue_id = spool.new_queue_id()
+        await spool.enqueue("a@x.test", ["b@y.test"], b"two\r\n", queue_id=queue_id)
+        ids.append(queue_id)
+    assert len(set(ids)) == 6 and first not in ids
+    assert all(spool.load(q)[1] == b"two\r\n" for q in ids)
+    if spool._refill is not None:
+        await spool._refill
+    spool.close()
+    assert sorted(spool.ids()) == sorted([first, *ids])
+    assert len(list((tmp_path / "spool" / "queue").iterdir())) == 7  # unused names removed

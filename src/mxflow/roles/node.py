@@ -64,7 +64,7 @@ class Node:
             worker=worker,
             workers=workers,
             fsync=config.server.fsync,
-            preallocate=64,
+            preallocate=16,  # small refills: a burst of creates stalls a lone sender
         )
         self.trace = TraceStore(config.trace_db, node=config.name)
         if resolver is None and config.dns_resolver:

@@ -43,7 +43,7 @@ from mxflow.checks.base import (
 )
 from mxflow.checks.sender_auth import dkim_sign_outbound, seal_after_checks
 from mxflow.config import InboundConnector, Listener, NodeConfig
-from mxflow.smtp.headers import message_id_of
+from mxflow.smtp.headers import header_section, message_id_of
 from mxflow.smtp.received import received_header
 from mxflow.smtp.spool import Envelope, Spool
 from mxflow.smtp.tls import server_context, tls_info
@@ -590,8 +590,9 @@ class SmtpServer:
         s.reset()
         if data.startswith(b".") or b"\r\n." in data:  # RFC 5321 4.5.2 transparency
             data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
-        # RFC 8601 5: nobody else may speak in our name
-        if _AUTH_RESULTS.search(data):
+        # RFC 8601 5: nobody else may speak in our name. Only the header section can hold
+        # the field (a case-insensitive search of a 100 KB body costs ~0.4 ms a message).
+        if _AUTH_RESULTS.search(header_section(data)):
             data = strip_our_results(data, self.authserv_id)
         received = received_header(
             helo=s.helo,
