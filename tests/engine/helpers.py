@@ -57,6 +57,37 @@ def node_config(
     return parse_config(data, f"<{name}>", data_dir=data_dir)
 
 
+def gateway_config(
+    data_dir: Path,
+    sink_address: str,
+    sink_port: int,
+    *,
+    name: str = "gateway",
+    tls: str = "opportunistic",
+    listen_tls: str = "none",
+    delivery: dict[str, Any] | None = None,
+    domains: list[str] | None = None,
+    route: dict[str, Any] | None = None,
+) -> NodeConfig:
+    """A gateway for contoso.com relaying `domains` to one smart host; `route` adds keys."""
+    return node_config(
+        name,
+        data_dir,
+        tls=listen_tls,
+        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+        routes=[
+            {
+                "name": "downstream",
+                "domains": domains or ["contoso.com", "fabrikam.test"],
+                "smart_hosts": [f"{sink_address}:{sink_port}"],
+                "tls": tls,
+                **(route or {}),
+            }
+        ],
+        delivery=delivery,
+    )
+
+
 def sink_config(
     data_dir: Path,
     *,

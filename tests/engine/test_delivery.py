@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from email import message_from_bytes
 from pathlib import Path
-from typing import Any
 
 from mxflow.config import NodeConfig
 from mxflow.roles.gateway import build_node
@@ -12,6 +11,7 @@ from mxflow.roles.node import Node
 from mxflow.store.trace import TraceStore
 from tests.engine.helpers import (
     RawSmtp,
+    gateway_config,
     maildir_messages,
     message,
     node_config,
@@ -20,33 +20,6 @@ from tests.engine.helpers import (
     stuffed,
     wait_for,
 )
-
-
-def gateway(
-    tmp_path: Path,
-    sink_address: str,
-    sink_port: int,
-    *,
-    tls: str = "opportunistic",
-    listen_tls: str = "none",
-    delivery: dict[str, Any] | None = None,
-    domains: list[str] | None = None,
-) -> NodeConfig:
-    return node_config(
-        "gateway",
-        tmp_path / "gw",
-        tls=listen_tls,
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[
-            {
-                "name": "downstream",
-                "domains": domains or ["contoso.com", "fabrikam.test"],
-                "smart_hosts": [f"{sink_address}:{sink_port}"],
-                "tls": tls,
-            }
-        ],
-        delivery=delivery,
-    )
 
 
 async def submit(
@@ -75,7 +48,7 @@ def events(cfg: NodeConfig, queue_id: str) -> list[str]:
 async def test_starttls_inbound_shows_in_received(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink")
     async with build_node(sink_cfg) as sink:
-        cfg = gateway(tmp_path, sink.address, sink.port, listen_tls="starttls")
+        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port, listen_tls="starttls")
         async with build_node(cfg) as gw:
             import asyncio
             import ssl
@@ -106,7 +79,7 @@ async def test_starttls_inbound_shows_in_received(tmp_path: Path) -> None:
 async def test_starttls_towards_a_downstream_that_requires_it(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink", tls="starttls", require_tls=True)
     async with build_node(sink_cfg) as sink:
-        cfg = gateway(tmp_path, sink.address, sink.port, tls="required")
+        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port, tls="required")
         async with build_node(cfg) as gw:
             raw = message("tls-out")
             queue_id = await submit(gw, raw)
@@ -122,7 +95,9 @@ async def test_plaintext_policy_refused_by_tls_only_downstream_bounces(tmp_path:
         tmp_path / "sink", tls="starttls", require_tls=True, domains=("contoso.com",)
     )
     async with build_node(sink_cfg) as sink:
-        cfg = gateway(tmp_path, sink.address, sink.port, tls="none", domains=["contoso.com"])
+        cfg = gateway_config(
+            tmp_path / "gw", sink.address, sink.port, tls="none", domains=["contoso.com"]
+        )
         async with build_node(cfg) as gw:
             queue_id = await submit(gw, message("plain"))
             # 530 5.7.0 from the downstream is permanent: bounced, not retried forever
@@ -133,37 +108,28 @@ async def test_plaintext_policy_refused_by_tls_only_downstream_bounces(tmp_path:
 async def test_verify_policy_fails_on_self_signed_certificate(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink", tls="starttls")
     async with build_node(sink_cfg) as sink:
-        cfg = node_config(
-            "gateway",
+        verify = {"tls_name": "sink.lab.test"}
+        cfg = gateway_config(
             tmp_path / "gw",
-            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-            routes=[
-                {
-                    "domains": ["contoso.com"],
-                    "smart_hosts": [f"{sink.address}:{sink.port}"],
-                    "tls": "verify",
-                    "tls_name": "sink.lab.test",
-                }
-            ],
+            sink.address,
+            sink.port,
+            tls="verify",
+            domains=["contoso.com"],
+            route=verify,
         )
         async with build_node(cfg) as gw:
             queue_id = await submit(gw, message("verify"))
             await wait_for(lambda: "deferred" in events(cfg, queue_id))
             assert maildir_messages(sink_cfg, "bob@contoso.com") == []
         # with the sink's certificate as the trusted CA the same route delivers
-        cfg2 = node_config(
-            "gateway2",
+        cfg2 = gateway_config(
             tmp_path / "gw2",
-            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-            routes=[
-                {
-                    "domains": ["contoso.com"],
-                    "smart_hosts": [f"{sink.address}:{sink.port}"],
-                    "tls": "verify",
-                    "tls_name": "sink.lab.test",
-                    "ca_file": str(sink_cfg.data_dir / "tls" / "node.crt"),
-                }
-            ],
+            sink.address,
+            sink.port,
+            name="gateway2",
+            tls="verify",
+            domains=["contoso.com"],
+            route=verify | {"ca_file": str(sink_cfg.data_dir / "tls" / "node.crt")},
         )
         async with build_node(cfg2) as gw2:
             await submit(gw2, message("verified"))
@@ -172,7 +138,7 @@ async def test_verify_policy_fails_on_self_signed_certificate(tmp_path: Path) ->
 
 async def test_downstream_down_then_back(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink")
-    cfg = gateway(tmp_path, sink_cfg.listeners[0].address, sink_cfg.listeners[0].port)
+    cfg = gateway_config(tmp_path / "gw", sink_cfg.listeners[0].address, sink_cfg.listeners[0].port)
     async with build_node(cfg) as gw:
         raw = message("while-down")
         queue_id = await submit(gw, raw)
@@ -196,7 +162,7 @@ async def test_5xx_bounces_with_a_dsn_to_the_sender(tmp_path: Path) -> None:
         recipients=["bob@contoso.com", "alice@fabrikam.test"],
     )
     async with build_node(sink_cfg) as sink:
-        cfg = gateway(tmp_path, sink.address, sink.port)
+        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port)
         async with build_node(cfg) as gw:
             raw = message("partly", message_id="<partly-1@fabrikam.test>")
             queue_id = await submit(gw, raw, rcpts=("bob@contoso.com", "nobody@contoso.com"))
@@ -225,7 +191,7 @@ async def test_5xx_bounces_with_a_dsn_to_the_sender(tmp_path: Path) -> None:
 async def test_no_dsn_to_the_null_sender(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink", recipients=["bob@contoso.com"])
     async with build_node(sink_cfg) as sink:
-        cfg = gateway(tmp_path, sink.address, sink.port)
+        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port)
         async with build_node(cfg) as gw:
             queue_id = await submit(
                 gw, message("bounce"), mail_from="", rcpts=("nobody@contoso.com",)

@@ -11,6 +11,7 @@ from mxflow.store.trace import TraceStore
 from tests.clirun import mxflow
 from tests.engine.helpers import (
     RawSmtp,
+    gateway_config,
     maildir_messages,
     message,
     node_config,
@@ -78,17 +79,8 @@ async def test_another_process_injects_into_a_running_node(tmp_path: Path) -> No
     """What quarantine release does: Spool.inject from a separate process, no re-filtering."""
     sink_cfg = sink_config(tmp_path / "sink")
     async with build_node(sink_cfg) as sink:
-        cfg = node_config(
-            "gateway",
-            tmp_path / "gw",
-            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-            routes=[
-                {
-                    "domains": ["contoso.com"],
-                    "smart_hosts": [f"{sink.address}:{sink.port}"],
-                    "tls": "none",
-                }
-            ],
+        cfg = gateway_config(
+            tmp_path / "gw", sink.address, sink.port, tls="none", domains=["contoso.com"]
         )
         async with build_node(cfg):
             code = (
