@@ -19,11 +19,9 @@ plain Postfix relay and mxflow without filter, for the cost of filtering on each
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from lib import corpus, procs
@@ -31,7 +29,7 @@ from lib.sink import Sink
 from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
 from peers.postfix import Postfix, PostfixConfig
 from peers.rspamd import Rspamd, RspamdConfig, start_nxdns
-from relay import MXFLOW, POSTFIX, SINK, Cell, log, measure, profile_mxflow, warm_up
+from relay import MXFLOW, POSTFIX, SINK, Cell, finish, log, measure, profile_mxflow, warm_up
 
 MILTER_POSTFIX = ("127.0.0.1", 2626)
 MXFLOW_FILTER = ("127.0.99.4", 2525)
@@ -247,17 +245,7 @@ def main() -> int:
             )
     for note in notes:
         print(note)
-    failed = [c for c in cells if not c.ok]
-    for c in failed:
-        print(f"FAIL {c.target}: sink {c.sink_got}/{c.sink_expected}; {'; '.join(c.errors)}")
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"date": day, "machine": procs.machine(), "cells": [asdict(c) for c in cells]},
-                indent=2,
-            )
-        )
-    return 1 if failed else 0
+    return finish(cells, args.json, day)
 
 
 if __name__ == "__main__":

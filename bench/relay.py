@@ -389,12 +389,17 @@ def main() -> int:
     print(f"\nRelay throughput (end to end into smtp-sink) and transaction latency, {day}")
     print(f"machine: {procs.machine()}")
     print(table(cells))
+    return finish(cells, args.json, day)
+
+
+def finish(cells: list[Cell], json_path: Path | None, day: str) -> int:
+    """Name every failed cell, write the JSON record if asked; exit status 1 on a failure."""
     failed = [c for c in cells if not c.ok]
     for c in failed:
         what = f"{c.target} {c.size_kb} KB x{c.sessions}"
         print(f"FAIL {what}: sink {c.sink_got}/{c.sink_expected}; {'; '.join(c.errors)}")
-    if args.json:
-        args.json.write_text(
+    if json_path:
+        json_path.write_text(
             json.dumps(
                 {"date": day, "machine": procs.machine(), "cells": [asdict(c) for c in cells]},
                 indent=2,
