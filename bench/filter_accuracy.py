@@ -32,12 +32,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mxflow.checks.base import MessageContext, Phase
-from mxflow.checks.mime import parse
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
 from mxflow.checks.train import FOLDS, read_corpus, train_tokens
+from mxflow.mail import MessageContext, Phase
+from mxflow.mime import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from mxflow.checks.base import MessageContext, Phase
 from mxflow.checks.clamav import ClamdAddress, ping
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.train import read_corpus
+from mxflow.mail import MessageContext, Phase
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAMD = os.environ.get("MXFLOW_CLAMD", "unix:/run/mxflow-ci/clamd/clamd.sock")

@@ -8,8 +8,8 @@ import pytest
 
 from mxflow.auth.keys import generate_key
 from mxflow.auth.policy import parse_auth_section
-from mxflow.checks.base import Action
 from mxflow.errors import ConfigError
+from mxflow.mail import Action
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from mxflow.auth.spf import check_host
-from mxflow.dns.check import check_domain, classify_mx
-from mxflow.dns.plan import lab_zones, plan_records, spf_record
-from mxflow.dns.spf_lint import Severity
-from mxflow.dns.topology import Topology, load_topology, parse_topology
 from mxflow.dns.zone import parse_zone
 from mxflow.errors import ConfigError, MxflowError
+from mxflow.records.check import check_domain, classify_mx
+from mxflow.records.plan import lab_zones, plan_records, spf_record
+from mxflow.records.spf_lint import Severity
+from mxflow.records.topology import Topology, load_topology, parse_topology
 from tests.dnsserver import serve_zone_text, serve_zones
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "examples" / "topology.toml"

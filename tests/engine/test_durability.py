@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mxflow.queue.spool import owner_of
 from mxflow.roles.gateway import build_node
-from mxflow.smtp.spool import owner_of
 from tests.conftest import free_port, unique_loopback
 from tests.engine.helpers import RawSmtp, maildir_messages, message, sink_config, stuffed, wait_for
 

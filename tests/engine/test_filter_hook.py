@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mxflow.checks.base import Action, MessageContext, Phase, Verdict
+from mxflow.mail import Action, MessageContext, Phase, Verdict
 from mxflow.roles.gateway import build_node
 from mxflow.store.trace import TraceStore
 from tests.engine.helpers import RawSmtp, message, node_config, strip_received, stuffed, wait_for

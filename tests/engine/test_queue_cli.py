@@ -85,7 +85,7 @@ async def test_another_process_injects_into_a_running_node(tmp_path: Path) -> No
         async with build_node(cfg):
             code = (
                 "import asyncio\n"
-                "from mxflow.smtp.spool import Spool\n"
+                "from mxflow.queue.spool import Spool\n"
                 f"spool = Spool({str(cfg.spool_dir)!r})\n"
                 "env = asyncio.run(spool.inject('alice@fabrikam.test', ['bob@contoso.com'],"
                 " b'Subject: released\\r\\n\\r\\nfrom quarantine\\r\\n',"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.smtp.spool import MAGIC, QueueState, RecipientState, Spool, SpoolError, owner_of
+from mxflow.queue.spool import MAGIC, QueueState, RecipientState, Spool, SpoolError, owner_of
 
 
 async def test_enqueue_is_on_disk_when_it_returns(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mxflow.checks.base import MessageContext, Phase, Verdict
+from mxflow.mail import MessageContext, Phase, Verdict
 from mxflow.roles.gateway import build_node
 from tests.engine.helpers import RawSmtp, message, node_config, stuffed, wait_for
 
@@ -78,8 +78,8 @@ async def test_postmaster_is_always_accepted(tmp_path: Path) -> None:
 
 
 async def test_the_node_expires_its_quarantine_at_start(tmp_path: Path) -> None:
-    from mxflow.checks.base import Action
     from mxflow.checks.node import node_quarantine
+    from mxflow.mail import Action
     from mxflow.store.trace import TraceStore
 
     cfg = node_config(

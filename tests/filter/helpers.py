@@ -13,7 +13,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 from aiosmtpd.smtp import Envelope, Session
 
-from mxflow.checks.base import MessageContext
+from mxflow.mail import MessageContext
 from tests.conftest import unique_loopback
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "filter"

@@ -12,9 +12,9 @@ import pytest
 
 from mxflow.checks import attachments
 from mxflow.checks.attachments import AttachmentCheck
-from mxflow.checks.base import Action, Phase
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import Action, Phase
 from tests.filter.helpers import context, message
 
 PE = b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 56 + b"PE\x00\x00" + b"\x00" * 200

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.checks.base import Action, Phase, Verdict
-from mxflow.checks.mime import MAX_DEPTH, parse
 from mxflow.checks.pipeline import FilterPipeline
+from mxflow.mail import Action, Phase, Verdict
+from mxflow.mime import MAX_DEPTH, parse
 from tests.filter.helpers import DATA, context, read
 
 CORPUS = sorted(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.checks.base import MessageContext
+from mxflow.mail import MessageContext
 from mxflow.store.quarantine import Quarantine
 from mxflow.store.trace import TraceStore
 from tests import clirun

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.checks.base import Action
 from mxflow.checks.pipeline import parse_filter_section
 from mxflow.checks.policy import FilterPolicy
 from mxflow.errors import ConfigError
+from mxflow.mail import Action
 
 
 def test_full_section_is_typed() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.checks.base import Action, MessageContext, Phase, Symbol, Verdict
 from mxflow.checks.pipeline import FilterPipeline
 from mxflow.commands.quarantine import smtp_reinject
 from mxflow.errors import MxflowError
+from mxflow.mail import Action, MessageContext, Phase, Symbol, Verdict
 from mxflow.store.quarantine import DAY, RELEASED_HEADER, Quarantine, QuarantineError
 from tests.filter.helpers import SmtpSink, message
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mxflow.checks.base import Action, CheckResult
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.verdict import ALLOWED, BLOCKED, decide, scl_for, spam_headers
+from mxflow.mail import Action, CheckResult
 
 POLICY = FilterPolicy()
 

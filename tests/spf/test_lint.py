@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mxflow.dns.spf_lint import Finding, Severity, lint_domain, lint_record
 from mxflow.errors import MxflowError
+from mxflow.records.spf_lint import Finding, Severity, lint_domain, lint_record
 from tests.dnsserver import serve_zone_text
 
 REFERENCE = "v=spf1 ipv4: 10.10.10.1 include:spf.protection.outlook.com -all"

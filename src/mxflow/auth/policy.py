@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mxflow.auth.keys import SigningKey, SigningKeyError, load_signing_key
-from mxflow.checks.base import Action
 from mxflow.errors import ConfigError
+from mxflow.mail import Action
 
 DMARC_REJECT_ACTIONS = {
     "reject": Action.REJECT,

@@ -13,6 +13,6 @@ The filter (what the SMTP server calls) is `pipeline.FilterPipeline`, built from
     attachments.py  attachment policy without ClamAV (filetypes.py: content sniffing)
     clamav.py       ClamAV through clamd (INSTREAM)
 
-`mime.py` is the one bounded MIME walk they share; `verdict.py` turns the symbols into
+`mxflow.mime` is the one bounded MIME walk they share; `verdict.py` turns the symbols into
 score, SCL, action and spam headers; `train.py` builds the shipped model (`make model`).
 """

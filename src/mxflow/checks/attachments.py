@@ -19,8 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mxflow.checks import mime
-from mxflow.checks.base import CheckResult, MessageContext, Phase
+from mxflow import mime
 from mxflow.checks.filetypes import (
     DOCUMENT_EXTENSIONS,
     EXECUTABLE_EXTENSIONS,
@@ -30,6 +29,7 @@ from mxflow.checks.filetypes import (
     sniff,
 )
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import CheckResult, MessageContext, Phase
 
 DEFAULT_SCORES = {
     "MALWARE_EXECUTABLE": 20.0,

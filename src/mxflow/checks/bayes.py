@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mxflow.checks import mime
-from mxflow.checks.base import CheckResult, MessageContext, Phase
+from mxflow import mime
 from mxflow.checks.classifier import BayesModel, Score, default_model, shipped_model_bytes
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
+from mxflow.mail import CheckResult, MessageContext, Phase
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 BIG = 256 * 1024  # messages larger than this are analysed in a worker thread

@@ -14,8 +14,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 CHUNK = 256 * 1024
 SIZE_LIMIT_HINT = 1024 * 1024  # a hang-up after this much streamed is clamd's size limit

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import dns.asyncresolver
 
-from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
 from mxflow.checks.dnsquery import (
     LookupFailed,
     addresses,
@@ -24,6 +23,7 @@ from mxflow.checks.dnsquery import (
     zone_label,
 )
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\.?$", re.I

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from email.utils import getaddresses, mktime_tz, parsedate_tz
 
+from mxflow import mime
 from mxflow.auth.dmarc import default_psl, organizational_domain
-from mxflow.checks import mime
-from mxflow.checks.base import CheckResult, MessageContext, Phase
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import CheckResult, MessageContext, Phase
 
 _EMAIL_IN_NAME = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 _MSGID = re.compile(r"^\s*<[^<>@\s]+@[^<>@\s]+>\s*$")

@@ -13,10 +13,10 @@ import ipaddress
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from mxflow.checks import mime
-from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
+from mxflow import mime
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.verdict import ALLOWED, BLOCKED
+from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 
 def sender_matches(address: str, entries: tuple[str, ...]) -> str | None:

@@ -19,8 +19,8 @@ from typing import Any
 
 import dns.asyncresolver
 
-from mxflow.checks import mime
-from mxflow.checks.base import Action, Check, CheckResult, MessageContext, Phase, Symbol, Verdict
+from mxflow import mime
+from mxflow.checks.base import Check
 from mxflow.checks.bayes import BayesCheck, load_model
 from mxflow.checks.clamav import ClamavCheck, ClamdAddress
 from mxflow.checks.classifier import BayesModel
@@ -30,6 +30,7 @@ from mxflow.checks.lists import IpListCheck, SenderListCheck
 from mxflow.checks.policy import DNS_CHECKS, FilterPolicy, parse_filter_section
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
+from mxflow.mail import Action, CheckResult, MessageContext, Phase, Symbol, Verdict
 from mxflow.store.quarantine import RELEASED_HEADER, Quarantine
 
 __all__ = ["FilterPipeline", "FilterPolicy", "parse_filter_section"]

@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from mxflow.checks.base import Action
 from mxflow.errors import ConfigError
+from mxflow.mail import Action
 
 CHECK_NAMES = (
     "rate",

@@ -20,7 +20,7 @@ from mxflow.auth.dkim import dkim_sign
 from mxflow.auth.dmarc import FromError, from_domain_of
 from mxflow.auth.policy import AuthPolicy, SigningConfig
 from mxflow.auth.results import format_authentication_results, method_result
-from mxflow.checks.base import Action, CheckResult, MessageContext, Phase
+from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 SPF_SYMBOLS = {
     "pass": ("SPF_PASS", -0.2),

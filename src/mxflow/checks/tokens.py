@@ -31,7 +31,7 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 
-from mxflow.checks.mime import MimeView
+from mxflow.mime import MimeView
 
 _WORD = re.compile(r"\S+")
 _URL = re.compile(r"(?i)\b(?:https?|ftp)://([^\s/\"'<>()?#]+)([^\s\"'<>]*)")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxflow.checks.classifier import BayesModel
-from mxflow.checks.mime import parse
 from mxflow.checks.tokens import tokenize
+from mxflow.mime import parse
 
 FOLDS = 5
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 
+from mxflow import mime
 from mxflow.auth.dmarc import default_psl, registrable_domain
-from mxflow.checks import mime
-from mxflow.checks.base import CheckResult, MessageContext, Phase
 from mxflow.checks.dnsquery import query_zones, reversed_ip, zone_label
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import CheckResult, MessageContext, Phase
 
 _URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/@\"'<>]*@)?([^\s/:\"'<>()?#]+)")
 _WWW_HOST = re.compile(r"(?i)(?<![\w.@/-])(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+)")

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mxflow.checks.base import ACTION_STRENGTH, Action, CheckResult, Symbol, Verdict, strongest
 from mxflow.checks.policy import FilterPolicy
+from mxflow.mail import ACTION_STRENGTH, Action, CheckResult, Symbol, Verdict, is_malware, strongest
 
 ALLOWED = "ALLOWLISTED"
 BLOCKED = "BLOCKLISTED"
-MALWARE_PREFIXES = ("CLAM_VIRUS", "MALWARE_")
 
 
 def scl_for(score: float, policy: FilterPolicy) -> int:
@@ -40,10 +39,6 @@ def action_for_scl(scl: int, policy: FilterPolicy) -> Action:
     if scl >= 5:
         return policy.spam_action
     return Action.DELIVER
-
-
-def is_malware(symbol: Symbol) -> bool:
-    return symbol.name.startswith(MALWARE_PREFIXES)
 
 
 def decide(results: Sequence[CheckResult], policy: FilterPolicy, client_ip: str) -> Verdict:

@@ -105,8 +105,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    from mxflow.dns.plan import lab_zones, plan_records, zone_text
-    from mxflow.dns.topology import load_topology
+    from mxflow.records.plan import lab_zones, plan_records, zone_text
+    from mxflow.records.topology import load_topology
 
     topology = load_topology(args.topology)
     plan = plan_records(topology, args.scenario)
@@ -133,8 +133,8 @@ def plan_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from mxflow.dns.check import COMMON_SELECTORS, check_domain
     from mxflow.dns.resolver import resolver_option
+    from mxflow.records.check import COMMON_SELECTORS, check_domain
 
     selectors = tuple(args.selector) or COMMON_SELECTORS
     resolver = resolver_option(args.resolver)

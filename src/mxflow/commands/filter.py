@@ -17,9 +17,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from mxflow.checks.base import MessageContext, Phase, Verdict
 from mxflow.commands import Subparsers
 from mxflow.errors import MxflowError
+from mxflow.mail import MessageContext, Phase, Verdict
 
 
 def register(sub: Subparsers) -> None:

@@ -210,8 +210,8 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 async def _release_to_spool(node: _Node, args: argparse.Namespace, learn: Any) -> str:
-    from mxflow.smtp.headers import message_id_of
-    from mxflow.smtp.spool import Spool
+    from mxflow.mail import message_id_of
+    from mxflow.queue.spool import Spool
 
     config = node.config
     spool = Spool(config.spool_dir, fsync=config.server.fsync)

@@ -15,8 +15,8 @@ from pathlib import Path
 from mxflow.commands import Subparsers
 from mxflow.config import load_config
 from mxflow.errors import MxflowError
-from mxflow.smtp.headers import header_section
-from mxflow.smtp.spool import Spool, SpoolError
+from mxflow.mail import header_section
+from mxflow.queue.spool import Spool, SpoolError
 
 
 def register(sub: Subparsers) -> None:

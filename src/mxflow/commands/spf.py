@@ -88,7 +88,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def lint_command(args: argparse.Namespace) -> int:
-    from mxflow.dns.spf_lint import lint_domain, lint_record
+    from mxflow.records.spf_lint import lint_domain, lint_record
 
     if (args.record is None) == (args.domain is None):
         raise MxflowError("give either a record ('v=spf1 ...') or --domain DOMAIN")

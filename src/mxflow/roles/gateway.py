@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dns.asyncresolver
 
-from mxflow.checks.base import Filter, QuarantineSink
 from mxflow.config import NodeConfig
 from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.mail import Filter, QuarantineSink
 from mxflow.roles.node import Node
 
 

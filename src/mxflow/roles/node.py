@@ -15,14 +15,14 @@ import signal
 
 import dns.asyncresolver
 
-from mxflow.checks.base import Filter, QuarantineSink
 from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
-from mxflow.delivery.scheduler import Scheduler
 from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.mail import Filter, QuarantineSink
+from mxflow.queue.scheduler import Scheduler
+from mxflow.queue.spool import Spool
 from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.server import SmtpServer
-from mxflow.smtp.spool import Spool
 from mxflow.smtp.tls import generate_self_signed
 from mxflow.store.trace import TraceStore
 

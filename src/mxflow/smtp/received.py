@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from mxflow.checks.base import TlsInfo
+from mxflow.mail import TlsInfo
 
 
 def protocol_name(esmtp: bool, tls: bool, authenticated: bool) -> str:

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 
 from mxflow.auth.policy import AuthPolicy
 from mxflow.auth.results import format_authentication_results, strip_our_results
-from mxflow.checks.base import (
+from mxflow.checks.sender_auth import dkim_sign_outbound, seal_after_checks
+from mxflow.config import InboundConnector, Listener, NodeConfig
+from mxflow.mail import (
     Action,
     Filter,
     MessageContext,
@@ -40,12 +42,11 @@ from mxflow.checks.base import (
     QuarantineSink,
     TlsInfo,
     Verdict,
+    header_section,
+    message_id_of,
 )
-from mxflow.checks.sender_auth import dkim_sign_outbound, seal_after_checks
-from mxflow.config import InboundConnector, Listener, NodeConfig
-from mxflow.smtp.headers import header_section, message_id_of
+from mxflow.queue.spool import Envelope, Spool
 from mxflow.smtp.received import received_header
-from mxflow.smtp.spool import Envelope, Spool
 from mxflow.smtp.tls import server_context, tls_info
 from mxflow.store.trace import STATUS_FAILED, STATUS_PENDING, STATUS_QUARANTINED, TraceStore
 

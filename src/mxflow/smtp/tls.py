@@ -8,7 +8,7 @@ import os
 import ssl
 from pathlib import Path
 
-from mxflow.checks.base import TlsInfo
+from mxflow.mail import TlsInfo
 
 
 def generate_self_signed(

@@ -25,10 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxflow.checks.base import MessageContext, Verdict
-from mxflow.checks.mime import decode_header_value
-from mxflow.checks.verdict import is_malware
 from mxflow.errors import MxflowError
+from mxflow.mail import MessageContext, Verdict, is_malware
+from mxflow.mime import decode_header_value
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
 EventHook = Callable[["QuarantineEntry", str, str], None]  # (entry, event, detail)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from mxflow.dns.topology import Topology
 from mxflow.dns.zone import Zone, parse_zone
 from mxflow.errors import MxflowError
+from mxflow.records.topology import Topology
 
 CUTOVER_TTL = 3600
 # RFC 8461 max_age: a day while testing (a mistake expires quickly), then the weeks the

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from email.utils import formatdate, make_msgid
 
+from mxflow.queue.spool import Envelope
 from mxflow.smtp.client import Reply
-from mxflow.smtp.spool import Envelope
 
 
 def _headers_of(raw: bytes, limit: int = 64 * 1024) -> bytes:

@@ -18,7 +18,7 @@ import email.policy
 import email.utils
 from dataclasses import dataclass, field
 
-from mxflow.checks.base import MessageContext
+from mxflow.mail import MessageContext
 
 MAX_DEPTH = 20
 MAX_PARTS = 500

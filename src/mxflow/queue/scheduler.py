@@ -24,10 +24,9 @@ from collections.abc import Callable
 
 from mxflow.config import NodeConfig
 from mxflow.delivery.router import NextHop, Router
-from mxflow.smtp.client import Reply
-from mxflow.smtp.dsn import build_dsn
-from mxflow.smtp.headers import message_id_of
-from mxflow.smtp.spool import (
+from mxflow.mail import message_id_of
+from mxflow.queue.dsn import build_dsn
+from mxflow.queue.spool import (
     BOUNCED,
     DEFERRED,
     DELIVERED,
@@ -37,6 +36,7 @@ from mxflow.smtp.spool import (
     Spool,
     SpoolError,
 )
+from mxflow.smtp.client import Reply
 from mxflow.store.trace import (
     STATUS_DELIVERED,
     STATUS_FAILED,

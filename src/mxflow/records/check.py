@@ -23,8 +23,8 @@ from mxflow.auth.dmarc import parse_record as parse_dmarc_record
 from mxflow.auth.spf import to_dns_name
 from mxflow.dns.names import require_domain
 from mxflow.dns.resolver import describe_dns_error
-from mxflow.dns.spf_lint import Finding, LintReport, Severity, lint_domain
 from mxflow.errors import MxflowError
+from mxflow.records.spf_lint import Finding, LintReport, Severity, lint_domain
 
 # MX host suffix -> (service, kind). kind: "filter" (scenario 1), "archiver" (scenario 2),
 # "host" (the mailbox host itself: no third party in the MX).
