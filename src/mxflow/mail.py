@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from enum import StrEnum
-from typing import Protocol
+from typing import TypeVar
 
 _MESSAGE_ID = re.compile(
     rb"^Message-ID:[ \t]*(.*?)\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL
@@ -35,6 +35,9 @@ def message_id_of(raw: bytes) -> str:
     """The Message-ID header of a raw message, or "" when it has none."""
     m = _MESSAGE_ID.search(header_section(raw))
     return m.group(1).decode("utf-8", "replace").strip() if m else ""
+
+
+_S = TypeVar("_S")
 
 
 class Phase(StrEnum):
@@ -113,6 +116,26 @@ class MessageContext:
     connector: str | None = None  # name of the inbound connector that matched, if any
     local_hostname: str = ""
     _parsed: email.message.EmailMessage | None = field(default=None, repr=False)
+    _state: dict[type, object] = field(default_factory=dict, repr=False)
+
+    def state(self, kind: type[_S]) -> _S:
+        """Per-message state owned by the module that defines `kind` (created on first use).
+
+        A stage or check keeps what it learns about this message in an object of its own
+        class (the MIME view, the phase results, the rate limiter's accounting), so nobody
+        sets ad-hoc attributes on the context and each piece of state has one owner.
+        """
+        found = self._state.get(kind)
+        if found is None:
+            found = self._state[kind] = kind()
+        assert isinstance(found, kind)
+        return found
+
+    def start_message(self) -> None:
+        """Forget the previous message of the session (its bytes and parse), keep the rest."""
+        self.raw = b""
+        self.queue_id = ""
+        self._parsed = None
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -146,27 +169,6 @@ class Verdict:
     symbols: list[Symbol] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     auth_results: list[str] = field(default_factory=list)
-
-
-class Filter(Protocol):
-    """What the SMTP server calls: a role's checks and policy, as one object.
-
-    `evaluate` runs the checks of one phase and returns the verdict; the server turns
-    REJECT into a 5xx and TEMPFAIL into a 4xx naming `reason`, hands QUARANTINE to the
-    quarantine sink, and spools DELIVER / JUNK with `headers` added.
-    """
-
-    async def evaluate(self, ctx: MessageContext, phase: Phase) -> Verdict: ...
-
-
-class QuarantineSink(Protocol):
-    """Where the server puts a message the verdict quarantines; returns the quarantine id.
-
-    It must have the message durably on disk before it returns: the client gets its 250
-    only then.
-    """
-
-    async def quarantine(self, ctx: MessageContext, verdict: Verdict) -> str: ...
 
 
 MALWARE_SYMBOL_PREFIXES = ("CLAM_VIRUS", "MALWARE_")

@@ -24,7 +24,6 @@ MAX_DEPTH = 20
 MAX_PARTS = 500
 MAX_TEXT = 400_000  # characters of decoded text kept for the classifier
 MAX_HEADER_VALUE = 4_000  # characters of one header value kept
-_CACHE_ATTR = "_mxflow_mime_view"
 
 
 @dataclass(frozen=True)
@@ -91,15 +90,20 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
             return data.decode("latin-1")
 
 
+@dataclass
+class _ViewCache:
+    """The last view built for a context, with the bytes it was built from."""
+
+    raw: bytes | None = None
+    view: MimeView | None = None
+
+
 def view(ctx: MessageContext) -> MimeView:
-    """The message's `MimeView`, built once per context."""
-    cached = ctx.__dict__.get(_CACHE_ATTR)
-    if isinstance(cached, tuple) and cached[0] is ctx.raw:  # same message, not a later one
-        view_: MimeView = cached[1]
-        return view_
-    result = parse(ctx.raw)
-    ctx.__dict__[_CACHE_ATTR] = (ctx.raw, result)
-    return result
+    """The message's `MimeView`, built once per message of a context."""
+    cache = ctx.state(_ViewCache)
+    if cache.view is None or cache.raw is not ctx.raw:  # a later message of the session
+        cache.raw, cache.view = ctx.raw, parse(ctx.raw)
+    return cache.view
 
 
 def parse(raw: bytes) -> MimeView:

@@ -18,8 +18,9 @@ from mxflow.auth.dkim import dkim_sign, verify_dkim
 from mxflow.auth.keys import generate_key, load_signing_key
 from mxflow.auth.policy import AuthPolicy, SigningConfig
 from mxflow.auth.results import format_authentication_results, header_values, strip_our_results
-from mxflow.checks.sender_auth import SenderAuthCheck, dkim_sign_outbound, seal_after_checks
+from mxflow.checks.sender_auth import SenderAuthCheck
 from mxflow.dns.server import EmbeddedDnsServer
+from mxflow.intake.stamp import dkim_sign_outbound, seal_after_checks
 from mxflow.mail import Action, CheckResult, MessageContext
 from tests.auth.zones import serve_txt
 

@@ -6,7 +6,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 from mxflow.config import NodeConfig
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from mxflow.store.trace import TraceStore
 from tests.engine.helpers import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.queue.spool import owner_of
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from tests.conftest import free_port, unique_loopback
 from tests.engine.helpers import RawSmtp, maildir_messages, message, sink_config, stuffed, wait_for
 

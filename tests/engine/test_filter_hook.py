@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxflow.mail import Action, MessageContext, Phase, Verdict
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.engine.helpers import RawSmtp, message, node_config, strip_received, stuffed, wait_for
 
@@ -132,7 +132,7 @@ async def test_a_configured_filter_table_runs_the_real_pipeline(tmp_path: Path) 
         data_dir=tmp_path / "gw",
     )
     async with build_node(cfg) as gw:
-        assert gw.servers[0].filter is not None and gw.servers[0].quarantine is not None
+        assert gw.filter is not None and gw.quarantine is not None
         client = await RawSmtp.open(gw.address, gw.port)
         await client.cmd("EHLO c.fabrikam.test")
         ham = message("lunch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxflow.config import NodeConfig
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.conftest import free_port, unique_loopback
 from tests.dnsserver import serve_zone_text

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.clirun import mxflow
 from tests.engine.helpers import (

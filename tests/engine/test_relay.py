@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from mxflow.store.trace import TraceStore
 from tests.conftest import unique_loopback

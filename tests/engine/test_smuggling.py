@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.engine.helpers import RawSmtp, message, node_config, stuffed
 

@@ -7,7 +7,7 @@ import asyncio
 import ssl
 from pathlib import Path
 
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.smtp.tls import generate_self_signed
 from tests.conftest import unique_loopback
 from tests.engine.helpers import (

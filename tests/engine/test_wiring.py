@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from mxflow.mail import MessageContext, Phase, Verdict
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from tests.engine.helpers import RawSmtp, message, node_config, stuffed, wait_for
 
 

@@ -24,7 +24,7 @@ from mxflow.auth.dkim import dkim_sign
 from mxflow.auth.keys import generate_key, load_signing_key
 from mxflow.auth.results import header_values
 from mxflow.dns.server import EmbeddedDnsServer
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.auth.zones import serve_txt
 from tests.conftest import unique_loopback

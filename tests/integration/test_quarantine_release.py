@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mxflow.config import load_config
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
 from tests.clirun import mxflow
 from tests.conftest import unique_loopback

@@ -203,14 +203,16 @@ class RateLimiter:
             return result
         client.starts.append(now)
         client.open += 1
-        ctx.__dict__[_COUNTED] = True
+        ctx.state(_Counted).counted = True
         return result
 
     def closed(self, session: MessageContext | str) -> None:
         """A session has ended: a context counted at CONNECT, or (trusted) a client IP."""
         if isinstance(session, MessageContext):
-            if not session.__dict__.pop(_COUNTED, False):
+            counted = session.state(_Counted)
+            if not counted.counted:
                 return
+            counted.counted = False
             key = client_key(session.client_ip)
         else:
             key = client_key(session)
@@ -230,7 +232,11 @@ class RateLimiter:
             del self.clients[ip]
 
 
-_COUNTED = "_mxflow_rate_counted"
+@dataclass
+class _Counted:
+    """Whether the rate limiter counted this session at CONNECT (so it uncounts it once)."""
+
+    counted: bool = False
 
 
 def client_key(ip: str) -> str:

@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dns.asyncresolver
@@ -36,7 +37,6 @@ from mxflow.store.quarantine import RELEASED_HEADER, Quarantine
 __all__ = ["FilterPipeline", "FilterPolicy", "parse_filter_section"]
 
 log = logging.getLogger(__name__)
-_RESULTS_ATTR = "_mxflow_phase_results"
 _ORDER = (Phase.CONNECT, Phase.ENVELOPE, Phase.DATA)
 BIG = 256 * 1024
 
@@ -53,6 +53,13 @@ def _sender_auth_check(
     if auth_policy is None:
         auth_policy = policy_module.AuthPolicy(authserv_id=authserv_id)
     return module.SenderAuthCheck(auth_policy, resolver)
+
+
+@dataclass
+class _PhaseResults:
+    """Each phase's results for one session, with the key of what they looked at."""
+
+    by_phase: dict[Phase, tuple[object, list[CheckResult]]] = field(default_factory=dict)
 
 
 def _phase_key(ctx: MessageContext, phase: Phase) -> object:
@@ -188,9 +195,7 @@ class FilterPipeline:
                 return released
         # results of earlier phases, each kept with what it looked at, so a second message
         # in the same session (new MAIL FROM) never inherits the first one's envelope results
-        stored: dict[Phase, tuple[object, list[CheckResult]]] = ctx.__dict__.setdefault(
-            _RESULTS_ATTR, {}
-        )
+        stored = ctx.state(_PhaseResults).by_phase
         results: list[CheckResult] = []
         if phase == Phase.CONNECT and self.rate is not None:
             results.append(await self.rate.check(ctx))

@@ -3,8 +3,8 @@ Authentication-Results part for each, and the action DMARC asks for.
 
 DMARC p=reject rejects (5xx at DATA) and p=quarantine quarantines, each configurable in
 `[auth]`; a DMARC failure that a trusted ARC sealer vouches for (compauth reason 130)
-asks for nothing. The engine adds our Authentication-Results (after removing forged ones
-with `strip_our_results`) and then calls `seal_after_checks` to ARC-seal the message.
+asks for nothing. Intake adds our Authentication-Results (after removing forged ones)
+and ARC-seals the message (intake/stamp.py): those are modifiers, not checks.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from collections.abc import Callable
 import dns.asyncresolver
 from publicsuffixlist import PublicSuffixList
 
-from mxflow.auth.arc import arc_seal
 from mxflow.auth.authenticate import AuthOutcome, authenticate
-from mxflow.auth.dkim import dkim_sign
-from mxflow.auth.dmarc import FromError, from_domain_of
-from mxflow.auth.policy import AuthPolicy, SigningConfig
-from mxflow.auth.results import format_authentication_results, method_result
+from mxflow.auth.policy import AuthPolicy
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 SPF_SYMBOLS = {
@@ -169,48 +165,3 @@ def decide_action(result: CheckResult, outcome: AuthOutcome, policy: AuthPolicy)
         f"5.7.1 DMARC policy of {dmarc.policy_domain} ({dmarc.policy}): "
         f"message from {dmarc.from_domain} failed authentication"
     )
-
-
-async def seal_after_checks(
-    raw: bytes, policy: AuthPolicy, auth_results: list[str]
-) -> list[tuple[str, str]]:
-    """The ARC set to prepend when this node seals (empty when it has no `arc_seal` key).
-
-    `auth_results` are the parts of our Authentication-Results (all checks' parts); the
-    `arc=` part among them is the chain status that goes into cv=.
-    """
-    seal = policy.arc_seal
-    if seal is None:
-        return []
-    value = format_authentication_results(policy.authserv_id, auth_results)
-    cv = method_result(value, "arc")
-    return await arc_seal(
-        raw,
-        auth_results=value,
-        domain=seal.domain,
-        selector=seal.selector,
-        key=seal.key,
-        cv=cv if cv in {"pass", "fail", "none"} else None,
-    )
-
-
-def signer_for(raw: bytes, policy: AuthPolicy) -> SigningConfig | None:
-    """The DKIM key for this message's author domain or its nearest configured parent."""
-    try:
-        domain = from_domain_of(raw)
-    except FromError:
-        return None
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        found = policy.signing_for(".".join(labels[i:]))
-        if found is not None:
-            return found
-    return None
-
-
-async def dkim_sign_outbound(raw: bytes, policy: AuthPolicy) -> list[tuple[str, str]]:
-    """The DKIM-Signature to prepend to outbound mail, or [] when we do not sign for it."""
-    signer = signer_for(raw, policy)
-    if signer is None:
-        return []
-    return [await dkim_sign(raw, signer.domain, signer.selector, signer.key)]

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
         ensure_certificates(config)  # once, before the workers race to create them
         return _supervise(args, workers)
-    from mxflow.roles.gateway import build_node
+    from mxflow.roles.build import build_node
     from mxflow.roles.logs import setup_logging
 
     worker = args.worker or 0

@@ -20,7 +20,7 @@ from typing import Any
 from mxflow.config import NodeConfig, parse_config
 from mxflow.delivery.mailbox import mailbox_dir
 from mxflow.lab.client import LabClient, dot_stuff
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from mxflow.store.trace import TraceEvent, TraceStore
 

@@ -1,9 +1,9 @@
-"""A running node: listeners, spool, queue runner and trace store, wired from its config.
+"""A running node: listeners, spool, queue runner and trace store, started and stopped.
 
-Every role runs this; a role differs only in the filter and quarantine it passes in
-(and, later, its routing table). `Node.run()` serves until SIGTERM/SIGINT, then stops
-gracefully: listeners close, sessions finish their transaction, in-flight deliveries get
-a grace period and the rest stay spooled for the next start.
+Every role runs this; what a role is (its intake stages, its delivery targets) is decided
+by the composition root, roles/build.py, which hands the parts in. `Node.run()` serves
+until SIGTERM/SIGINT, then stops gracefully: listeners close, sessions finish their
+transaction, in-flight deliveries get a grace period and the rest stay spooled.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-
-import dns.asyncresolver
+from dataclasses import dataclass
 
 from mxflow.config import NodeConfig
-from mxflow.delivery.router import Router
-from mxflow.dns.resolver import resolver_from_endpoint
-from mxflow.mail import Filter, QuarantineSink
+from mxflow.intake.base import Filter, QuarantineSink
 from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
 from mxflow.smtp.client import ConnectionPool
@@ -43,56 +40,36 @@ def ensure_certificates(config: NodeConfig) -> None:
             )
 
 
+@dataclass
+class NodeParts:
+    """What a node is made of, built once by the composition root (roles/build.py)."""
+
+    config: NodeConfig
+    spool: Spool
+    trace: TraceStore
+    pool: ConnectionPool
+    scheduler: Scheduler
+    servers: list[SmtpServer]
+    filter: Filter | None = None
+    quarantine: QuarantineSink | None = None  # expired hourly when it has `expire()`
+    worker: int = 0
+    workers: int = 1
+
+
 class Node:
-    def __init__(
-        self,
-        config: NodeConfig,
-        *,
-        filter: Filter | None = None,
-        quarantine: QuarantineSink | None = None,
-        resolver: dns.asyncresolver.Resolver | None = None,
-        worker: int = 0,
-        workers: int = 1,
-    ) -> None:
-        self.config = config
-        self.worker = worker
-        self.workers = workers
-        ensure_certificates(config)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.spool = Spool(
-            config.spool_dir,
-            worker=worker,
-            workers=workers,
-            fsync=config.server.fsync,
-            preallocate=16,  # small refills: a burst of creates stalls a lone sender
-        )
-        self.trace = TraceStore(config.trace_db, node=config.name)
-        if resolver is None and config.dns_resolver:
-            resolver = resolver_from_endpoint(config.dns_resolver)
-        self.resolver = resolver
-        self.pool = ConnectionPool(
-            local_hostname=config.hostname,
-            source_address=config.delivery.source_address,
-            connect_timeout=config.delivery.connect_timeout,
-            command_timeout=config.delivery.command_timeout,
-            per_endpoint=config.delivery.connections_per_host,
-        )
-        self.router = Router(config, self.pool, resolver)
-        self.scheduler = Scheduler(config, self.spool, self.trace, self.router)
-        self.servers = [
-            SmtpServer(
-                config,
-                listener,
-                self.spool,
-                self.trace,
-                on_queued=self.scheduler.submit,
-                filter=filter,
-                quarantine=quarantine,
-                reuse_port=workers > 1,
-            )
-            for listener in config.listeners
-        ]
-        self.quarantine = quarantine
+    """A running node: starts and stops its parts in order, serves until a signal."""
+
+    def __init__(self, parts: NodeParts) -> None:
+        self.config = parts.config
+        self.worker = parts.worker
+        self.workers = parts.workers
+        self.spool = parts.spool
+        self.trace = parts.trace
+        self.pool = parts.pool
+        self.scheduler = parts.scheduler
+        self.servers = parts.servers
+        self.filter = parts.filter
+        self.quarantine = parts.quarantine
         self._expiry: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -100,12 +77,6 @@ class Node:
     def ports(self) -> list[int]:
         """The bound port of each listener (useful with port = 0)."""
         return [s.port for s in self.servers]
-
-    def set_quarantine(self, quarantine: QuarantineSink) -> None:
-        """Where QUARANTINE verdicts go (built after the node, as it records to our trace)."""
-        self.quarantine = quarantine
-        for server in self.servers:
-            server.quarantine = quarantine
 
     async def _expire_quarantine(self) -> None:
         """Delete quarantined messages past their retention: at start, then every hour."""

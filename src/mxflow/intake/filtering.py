@@ -1,0 +1,38 @@
+"""Filtering: the node's checks, combined into one verdict, decide the message's fate.
+
+REJECT becomes a 5xx and TEMPFAIL a 4xx at the end of DATA (before-queue: a refusal is
+never a bounce); QUARANTINE sends the message to the quarantine instead of the spool;
+DELIVER and JUNK go on to be stamped and spooled.
+"""
+
+from __future__ import annotations
+
+from mxflow.intake.base import Disposition, Filter, Transaction
+from mxflow.mail import Action, Phase, Verdict
+
+
+def refusal(verdict: Verdict) -> str | None:
+    """The SMTP reply for a REJECT or TEMPFAIL verdict (None for the others)."""
+    if verdict.action is Action.REJECT:
+        return f"550 5.7.1 {verdict.reason or 'Message refused by policy'}"
+    if verdict.action is Action.TEMPFAIL:
+        return f"451 4.7.1 {verdict.reason or 'Try again later'}"
+    return None
+
+
+class FilterStage:
+    name = "filter"
+
+    def __init__(self, filter: Filter) -> None:
+        self.filter = filter
+
+    async def run(self, tx: Transaction) -> None:
+        tx.ctx.raw = tx.raw
+        verdict = await self.filter.evaluate(tx.ctx, Phase.DATA)
+        tx.verdict = verdict
+        tx.reply = refusal(verdict)
+        if tx.reply is None:
+            if verdict.action is Action.QUARANTINE:
+                tx.disposition = Disposition.QUARANTINE
+            else:
+                tx.action = verdict.action.value

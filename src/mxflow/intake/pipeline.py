@@ -1,0 +1,172 @@
+"""The intake runner: connection and envelope checks, then the DATA stages in order.
+
+`Intake` is built once per node (roles/) from the stages its role lists; the SMTP server
+opens one `Inbound` per connection and asks it three things: may this client talk
+(`connect`), may this envelope send data (`envelope`, before the 354), and what becomes
+of this message (`receive`, after the final dot). Every refusal is traced here, in one
+place, one row per recipient; a stage that fails unexpectedly answers 451 (the client
+keeps the message) rather than dropping the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mxflow.intake.base import Filter, Stage, Transaction
+from mxflow.intake.filtering import refusal
+from mxflow.mail import Action, MessageContext, Phase, message_id_of
+from mxflow.queue.spool import Spool
+from mxflow.smtp.protocol import Session
+from mxflow.smtp.received import received_header
+from mxflow.store.trace import STATUS_FAILED, STATUS_PENDING, TraceStore
+
+log = logging.getLogger("mxflow.intake")
+
+
+class Intake:
+    """A node's way in: its filter for the early phases and its DATA stages."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        stages: Sequence[Stage],
+        spool: Spool,
+        trace: TraceStore,
+        filter: Filter | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.stages = list(stages)
+        self.spool = spool
+        self.trace = trace
+        self.filter = filter
+
+    def open(self, session: Session) -> Inbound:
+        return Inbound(self, session)
+
+
+class Inbound:
+    """One connection's intake: its check context lives as long as the connection."""
+
+    def __init__(self, intake: Intake, session: Session) -> None:
+        self.intake = intake
+        self.session = session
+        self.ctx = MessageContext(client_ip=session.peer_ip, local_hostname=intake.hostname)
+        self.queue_id = ""
+
+    def _context(self) -> MessageContext:
+        """The connection's check context, brought up to date with the session."""
+        s, ctx = self.session, self.ctx
+        ctx.helo = s.helo
+        ctx.mail_from = s.mail_from or ""
+        ctx.rcpt_tos = list(s.rcpt_tos)
+        ctx.tls = s.tls
+        ctx.connector = s.connector
+        ctx.start_message()
+        return ctx
+
+    async def connect(self) -> str | None:
+        """A refusal for the whole connection (554 / 421), or None."""
+        filter = self.intake.filter
+        if filter is None:
+            return None
+        verdict = await filter.evaluate(self._context(), Phase.CONNECT)
+        if verdict.action is Action.REJECT:
+            return f"554 5.7.1 {verdict.reason or 'Connection refused'}"
+        if verdict.action is Action.TEMPFAIL:
+            return f"421 4.7.1 {verdict.reason or 'Connection refused'}"
+        return None
+
+    async def envelope(self) -> str | None:
+        """Before the 354: a queue id for the transaction, and the envelope checks."""
+        self.queue_id = self.intake.spool.new_queue_id()
+        filter = self.intake.filter
+        if filter is None:
+            return None
+        ctx = self._context()
+        ctx.queue_id = self.queue_id
+        reply = refusal(await filter.evaluate(ctx, Phase.ENVELOPE))
+        if reply is not None:
+            self.refuse(reply)
+        return reply
+
+    def refuse(self, reply: str, *, message_id: str = "") -> None:
+        """Trace a refusal of the current transaction and end it."""
+        s = self.session
+        s.rejected += 1
+        self._trace_refusal(reply, list(s.rcpt_tos), s.mail_from or "", message_id)
+        self._end(stored=False)
+
+    def _end(self, *, stored: bool) -> None:
+        if not stored and self.queue_id:
+            self.intake.spool.release_id(self.queue_id)
+        self.queue_id = ""
+        self.session.reset()
+
+    def _trace_refusal(self, reply: str, rcpts: list[str], sender: str, message_id: str) -> None:
+        status = STATUS_FAILED if reply.startswith("5") else STATUS_PENDING
+        for rcpt in rcpts:
+            self.intake.trace.record(
+                self.queue_id,
+                "rejected",
+                message_id=message_id,
+                recipient=rcpt,
+                status=status,
+                detail=f"{reply} (client {self.session.peer_ip}, sender <{sender}>)",
+            )
+
+    def _transaction(self, data: bytes) -> Transaction:
+        s = self.session
+        assert s.mail_from is not None
+        received = received_header(
+            helo=s.helo,
+            client_ip=s.peer_ip,
+            client_hostname=None,
+            by_hostname=self.intake.hostname,
+            esmtp=s.esmtp,
+            tls=s.tls,
+            queue_id=self.queue_id,
+            rcpt_tos=s.rcpt_tos,
+        )
+        ctx = self._context()
+        ctx.queue_id = self.queue_id
+        ctx.raw = received + data
+        return Transaction(
+            session=s,
+            queue_id=self.queue_id,
+            mail_from=s.mail_from,
+            rcpt_tos=list(s.rcpt_tos),
+            raw=ctx.raw,
+            ctx=ctx,
+            smtputf8=s.smtputf8,
+            body_8bit=s.body_8bit,
+            message_id=message_id_of(data),
+        )
+
+    async def receive(self, data: bytes) -> str:
+        """Run the DATA stages over the message (dot-unstuffed); the reply for the client."""
+        tx = self._transaction(data)
+        try:
+            for stage in self.intake.stages:
+                await stage.run(tx)
+                if tx.reply is not None:
+                    break
+        except Exception:
+            log.exception("intake stage failed id=%s client=%s", tx.queue_id, tx.session.peer_ip)
+            tx.reply = "451 4.3.0 Local error in processing, try again later"
+        reply = tx.reply or "451 4.3.0 Local error: message not stored, try again later"
+        if reply[:1] in ("4", "5"):
+            self.session.rejected += 1
+            self._trace_refusal(reply, tx.rcpt_tos, tx.mail_from, tx.message_id)
+        if tx.stored:
+            self.session.queued.append(tx.queue_id)
+            self.session.errors = 0  # the limit is on errors without mail, as in Postfix
+        self._end(stored=tx.stored)
+        return reply
+
+    def close(self) -> None:
+        """The connection has ended: the filter's per-connection accounting ends with it."""
+        closed = getattr(self.intake.filter, "connection_closed", None)
+        if closed is not None:
+            closed(self.ctx)

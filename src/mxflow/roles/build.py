@@ -1,0 +1,102 @@
+"""The composition root: one place builds a node from its configuration.
+
+The resolver is built once and shared by the filter, sender authentication and delivery;
+the trace store before the quarantine (which records to it) and the quarantine before
+the filter (which recognises its releases); then the role's intake stages, the delivery
+side and the listeners. Nothing is pushed into a part after it is built.
+"""
+
+from __future__ import annotations
+
+import dns.asyncresolver
+
+from mxflow.auth.policy import AuthPolicy
+from mxflow.config import NodeConfig
+from mxflow.delivery.router import Router
+from mxflow.dns.resolver import resolver_from_endpoint
+from mxflow.intake.base import Filter, QuarantineSink
+from mxflow.intake.pipeline import Intake
+from mxflow.intake.screen import RelayScreen
+from mxflow.intake.store import StoreStage
+from mxflow.queue.scheduler import Scheduler
+from mxflow.queue.spool import Spool
+from mxflow.roles.gateway import gateway_stages
+from mxflow.roles.node import Node, NodeParts, ensure_certificates
+from mxflow.smtp.client import ConnectionPool
+from mxflow.smtp.server import SmtpServer
+from mxflow.store.trace import TraceStore
+
+
+def _filter_and_quarantine(
+    config: NodeConfig,
+    resolver: dns.asyncresolver.Resolver | None,
+    trace: TraceStore,
+) -> tuple[Filter | None, QuarantineSink | None]:
+    """The node's filter and quarantine from `[filter]` (none without one).
+
+    The checks are imported only then, so a node without a filter never loads them.
+    """
+    if config.filter is None or isinstance(config.filter, dict):
+        return None, None
+    from mxflow.checks.node import node_pipeline, node_quarantine
+
+    quarantine = node_quarantine(config, trace)
+    return node_pipeline(config, resolver, quarantine), quarantine
+
+
+def build_node(
+    config: NodeConfig,
+    *,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    filter: Filter | None = None,
+    quarantine: QuarantineSink | None = None,
+    worker: int = 0,
+    workers: int = 1,
+) -> Node:
+    """A node for `config`'s role; `filter` / `quarantine` replace the configured ones."""
+    ensure_certificates(config)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if resolver is None and config.dns_resolver:
+        resolver = resolver_from_endpoint(config.dns_resolver)
+    spool = Spool(
+        config.spool_dir,
+        worker=worker,
+        workers=workers,
+        fsync=config.server.fsync,
+        preallocate=16,  # small refills: a burst of creates stalls a lone sender
+    )
+    trace = TraceStore(config.trace_db, node=config.name)
+    if filter is None:
+        filter, built = _filter_and_quarantine(config, resolver, trace)
+        quarantine = quarantine or built
+    pool = ConnectionPool(
+        local_hostname=config.hostname,
+        source_address=config.delivery.source_address,
+        connect_timeout=config.delivery.connect_timeout,
+        command_timeout=config.delivery.command_timeout,
+        per_endpoint=config.delivery.connections_per_host,
+    )
+    scheduler = Scheduler(config, spool, trace, Router(config, pool, resolver))
+    auth = config.auth if isinstance(config.auth, AuthPolicy) else None
+    authserv_id = auth.authserv_id if auth else config.hostname
+    store = StoreStage(spool, trace, quarantine=quarantine, on_queued=scheduler.submit)
+    stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
+    intake = Intake(
+        hostname=config.hostname, stages=stages, spool=spool, trace=trace, filter=filter
+    )
+    screen = RelayScreen(config)
+    servers = [
+        SmtpServer(
+            listener,
+            hostname=config.hostname,
+            limits=config.limits,
+            screen=screen,
+            open_inbound=intake.open,
+            reuse_port=workers > 1,
+        )
+        for listener in config.listeners
+    ]
+    parts = NodeParts(
+        config, spool, trace, pool, scheduler, servers, filter, quarantine, worker, workers
+    )
+    return Node(parts)
