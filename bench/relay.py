@@ -279,6 +279,12 @@ def main() -> int:
         action="store_true",
         help="diagnosis only: mxflow with [server] fsync = false (Postfix always fsyncs)",
     )
+    parser.add_argument(
+        "--mxflow-exe",
+        type=Path,
+        default=None,
+        help="run this `mxflow` (e.g. another checkout's .venv/bin/mxflow) instead of ours",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on each step, seconds")
     parser.add_argument("--json", type=Path, default=None, help="also write the cells to this file")
     parser.add_argument(
@@ -319,6 +325,7 @@ def main() -> int:
                         **({"workers = 2": f"workers = {args.workers}"} if args.workers else {}),
                         **({"fsync = true": "fsync = false"} if args.no_fsync else {}),
                     },
+                    exe=args.mxflow_exe,
                 )
             )
             if "mxflow" in targets else None

@@ -24,12 +24,13 @@ class MxflowConfig:
     host: str
     port: int
     replace: dict[str, str] = field(default_factory=dict)  # default text -> this run's text
+    exe: Path | None = None  # another checkout's `mxflow` (before/after a change); else ours
 
 
 class Mxflow:
     def __init__(self, cfg: MxflowConfig) -> None:
         self.cfg = cfg
-        self.exe = procs.VENV_BIN / "mxflow"
+        self.exe = cfg.exe or procs.VENV_BIN / "mxflow"
         if not self.exe.exists():
             raise procs.Missing(f"{self.exe} does not exist: run `make venv` in {procs.REPO}")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -123,3 +123,15 @@ def test_shutting_down_closes_between_transactions() -> None:
     p.accepting = False
     step = p.handle(b"NOOP\r\n")
     assert step.next is Next.CLOSE and step.replies[-1].startswith("421 4.3.2")
+
+
+def test_one_enhanced_status_code_per_reply() -> None:
+    from mxflow.smtp.replies import reply_line
+
+    dmarc = "5.7.1 DMARC policy of fabrikam.com (reject): failed authentication"
+    assert reply_line(550, "5.7.1", dmarc) == (
+        "550 5.7.1 DMARC policy of fabrikam.com (reject): failed authentication"
+    )
+    assert reply_line(550, "5.7.1", "5.7.26 Unauthenticated") == "550 5.7.26 Unauthenticated"
+    assert reply_line(451, "4.7.1", "5.7.1 wrong class") == "451 4.7.1 wrong class"
+    assert reply_line(550, "5.7.1", "plain reason") == "550 5.7.1 plain reason"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.config import NodeConfig
+from mxflow.mail import Action, MessageContext, Phase, Verdict
 from mxflow.roles.build import build_node
 from tests.engine.helpers import RawSmtp, maildir_messages, message, node_config, stuffed
 
@@ -121,4 +122,24 @@ async def test_poison_recipients_are_refused_at_rcpt(gateway_cfg: NodeConfig, rc
         assert (await client.cmd("MAIL FROM:<a@fabrikam.test> SMTPUTF8"))[0] == 250
         code, text = await _raw_cmd(client, b"RCPT TO:<" + rcpt + b">\r\n")
         assert (code, text[:5]) == (553, "5.1.3")
+        await client.close()
+
+
+class _DmarcRejects:
+    """A filter that rejects as the DMARC check does: its reason starts with a status code."""
+
+    async def evaluate(self, ctx: MessageContext, phase: Phase) -> Verdict:
+        if phase is Phase.DATA:
+            reason = "5.7.1 DMARC policy of contoso.com (reject): failed authentication"
+            return Verdict(action=Action.REJECT, reason=reason)
+        return Verdict()
+
+
+async def test_a_reply_carries_one_enhanced_status_code(gateway_cfg: NodeConfig) -> None:
+    """Replies once read `550 5.7.1 5.7.1 DMARC policy ...`."""
+    async with build_node(gateway_cfg, filter=_DmarcRejects()) as gw:
+        client = await RawSmtp.open(gw.address, gw.port)
+        await client.cmd("EHLO c.fabrikam.test")
+        code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(message()))
+        assert code == 550 and text.startswith("5.7.1 DMARC policy of contoso.com"), text
         await client.close()

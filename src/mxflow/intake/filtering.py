@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from mxflow.intake.base import Disposition, Filter, Transaction
 from mxflow.mail import Action, Phase, Verdict
+from mxflow.smtp.replies import reply_line
 
 
 def refusal(verdict: Verdict) -> str | None:
     """The SMTP reply for a REJECT or TEMPFAIL verdict (None for the others)."""
     if verdict.action is Action.REJECT:
-        return f"550 5.7.1 {verdict.reason or 'Message refused by policy'}"
+        return reply_line(550, "5.7.1", verdict.reason or "Message refused by policy")
     if verdict.action is Action.TEMPFAIL:
-        return f"451 4.7.1 {verdict.reason or 'Try again later'}"
+        return reply_line(451, "4.7.1", verdict.reason or "Try again later")
     return None
 
 

@@ -19,6 +19,7 @@ from mxflow.mail import Action, MessageContext, Phase, message_id_of
 from mxflow.queue.spool import Spool
 from mxflow.smtp.protocol import Session
 from mxflow.smtp.received import received_header
+from mxflow.smtp.replies import reply_line
 from mxflow.store.trace import STATUS_FAILED, STATUS_PENDING, TraceStore
 
 log = logging.getLogger("mxflow.intake")
@@ -73,9 +74,9 @@ class Inbound:
             return None
         verdict = await filter.evaluate(self._context(), Phase.CONNECT)
         if verdict.action is Action.REJECT:
-            return f"554 5.7.1 {verdict.reason or 'Connection refused'}"
+            return reply_line(554, "5.7.1", verdict.reason or "Connection refused")
         if verdict.action is Action.TEMPFAIL:
-            return f"421 4.7.1 {verdict.reason or 'Connection refused'}"
+            return reply_line(421, "4.7.1", verdict.reason or "Connection refused")
         return None
 
     async def envelope(self) -> str | None:
