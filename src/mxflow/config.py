@@ -123,6 +123,7 @@ class Limits:
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 100
     max_connections_per_ip: int = 50
+    max_connections: int = 1000  # the node's inbound connections, all listeners together
     timeout: float = 300.0  # idle timeout of an SMTP session, seconds
     max_errors: int = 20  # 4xx/5xx replies before the session is dropped (harvesting)
 
@@ -525,6 +526,7 @@ def parse_config(
     limits = Limits(
         max_message_size=lt.size("max_message_size", Limits.max_message_size),
         max_recipients=lt.integer("max_recipients", Limits.max_recipients, minimum=1),
+        max_connections=lt.integer("max_connections", Limits.max_connections, minimum=1),
         max_connections_per_ip=lt.integer(
             "max_connections_per_ip", Limits.max_connections_per_ip, minimum=1
         ),

@@ -22,6 +22,7 @@ from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
 from mxflow.roles.gateway import gateway_stages
 from mxflow.roles.node import Node, NodeParts, ensure_certificates
+from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.server import SmtpServer
 from mxflow.store.trace import TraceStore
@@ -85,6 +86,7 @@ def build_node(
         hostname=config.hostname, stages=stages, spool=spool, trace=trace, filter=filter
     )
     screen = RelayScreen(config)
+    budget = ConnectionBudget(config.limits.max_connections)
     servers = [
         SmtpServer(
             listener,
@@ -92,6 +94,7 @@ def build_node(
             limits=config.limits,
             screen=screen,
             open_inbound=intake.open,
+            budget=budget,
             reuse_port=workers > 1,
         )
         for listener in config.listeners

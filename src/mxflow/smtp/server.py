@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from mxflow.config import Limits, Listener
+from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.protocol import Features, Next, Screen, Session, SmtpProtocol, Step
 from mxflow.smtp.tls import server_context, tls_info
 
@@ -146,6 +147,7 @@ class SmtpServer:
         limits: Limits,
         screen: Screen,
         open_inbound: OpenInbound,
+        budget: ConnectionBudget | None = None,
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
@@ -153,6 +155,7 @@ class SmtpServer:
         self.limits = limits
         self.screen = screen
         self.open_inbound = open_inbound
+        self.budget = budget or ConnectionBudget(limits.max_connections)
         self.reuse_port = reuse_port
         self.ssl_context: ssl.SSLContext | None = None
         if listener.tls != "none":
@@ -169,6 +172,7 @@ class SmtpServer:
         self._per_ip: dict[str, int] = {}
         self._sessions: dict[asyncio.Task[None], SmtpProtocol | None] = {}
         self._accepting = True
+        self.full_refusals = 0
         self.port = listener.port
 
     async def start(self) -> None:
@@ -214,6 +218,9 @@ class SmtpServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(peer_ip=str(peer[0]), peer_port=int(peer[1]))
+        if not self.budget.admit():
+            self._refuse_full(session, writer)
+            return
         self._sessions[task] = None
         if self.listener.tls == "implicit":
             session.tls = tls_info(writer.get_extra_info("ssl_object"))
@@ -258,9 +265,24 @@ class SmtpServer:
             with contextlib.suppress(Exception):
                 writer.close()
             self._sessions.pop(task, None)
+            self.budget.release()
             if inbound is not None:
                 inbound.close()
             self._log_session(session, reason, time.monotonic() - started)
+
+    def _refuse_full(self, session: Session, writer: asyncio.StreamWriter) -> None:
+        """The node is at capacity: say so and close, without reading anything."""
+        with contextlib.suppress(Exception):
+            writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            writer.close()
+        self.full_refusals += 1
+        if self.full_refusals & (self.full_refusals - 1) == 0:  # 1, 2, 4, 8 ...: not a flood
+            log.warning(
+                "at capacity: %d connections open; refused client=%s (%d refusals so far)",
+                self.budget.open,
+                session.peer_ip,
+                self.full_refusals,
+            )
 
     def _log_session(self, session: Session, reason: str, seconds: float) -> None:
         log.info(
