@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lib import procs, profile, stats
+from lib.cpu import tree_cpu_seconds
 from lib.sink import Sink
 from lib.smtpclient import run_load
 from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
@@ -58,6 +59,7 @@ class Cell:
     seconds: float = math.nan  # smtp-source start -> last message in the sink
     accept_seconds: float = math.nan  # smtp-source start -> smtp-source exit
     msgs_per_s: float = math.nan
+    cpu_ms: float = math.nan  # CPU of the relay's process tree per message (throughput run)
     lat_count: int = 0
     lat_p50_ms: float = math.nan
     lat_p99_ms: float = math.nan
@@ -86,6 +88,7 @@ def measure(
     lat_count: int,
     timeout: float,
     message: Path | None = None,
+    pid: int | None = None,
 ) -> Cell:
     """One target, one cell: smtp-source throughput, client latency, sink check.
 
@@ -99,6 +102,7 @@ def measure(
         *(["-F", str(message)] if message else ["-l", str(size_kb * 1024)]),
         "-f", SENDER, "-t", RCPT, "-M", "bench.example.org", f"{addr[0]}:{addr[1]}",
     ]  # fmt: skip
+    cpu0 = tree_cpu_seconds(pid) if pid else math.nan
     t0 = time.monotonic()
     try:
         src = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
@@ -111,6 +115,8 @@ def measure(
     if done is not None:
         cell.seconds = done - t0
         cell.msgs_per_s = count / cell.seconds
+        if pid:
+            cell.cpu_ms = 1000 * (tree_cpu_seconds(pid) - cpu0) / count
     else:
         cell.errors.append(f"sink got {sink.received() - start_count} of {count} in time")
     # 2. Latency with the asyncio client, same sessions and size.
@@ -145,7 +151,8 @@ def measure(
     status = "ok" if cell.ok else "; ".join(cell.errors) or "sink count differs"
     log(
         f"{target:8} {size_kb:4d} KB x{sessions:4d}: {cell.msgs_per_s:8.1f} msg/s "
-        f"(accepted in {cell.accept_seconds:.2f} s), p50 {cell.lat_p50_ms:.1f} ms "
+        f"(accepted in {cell.accept_seconds:.2f} s), CPU {cell.cpu_ms:.2f} ms/msg, "
+        f"p50 {cell.lat_p50_ms:.1f} ms "
         f"p99 {cell.lat_p99_ms:.1f} ms, sink {cell.sink_got}/{cell.sink_expected} {status}"
     )
     return cell
@@ -211,9 +218,9 @@ def table(cells: list[Cell]) -> str:
     runs = max(per_key.values(), default=1)
     lines = [
         "| size | sessions | Postfix msg/s | mxflow msg/s | **mxflow/Postfix** "
-        "| Postfix p50 / p99 ms | mxflow p50 / p99 ms | sink check |"
-        + (f" ratio of each of the {runs} rounds |" if runs > 1 else ""),
-        "|---:|---:|---:|---:|---:|---:|---:|---|" + ("---|" if runs > 1 else ""),
+        "| Postfix p50 / p99 ms | mxflow p50 / p99 ms | CPU ms/msg Postfix / mxflow "
+        "| sink check |" + (f" ratio of each of the {runs} rounds |" if runs > 1 else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|" + ("---|" if runs > 1 else ""),
     ]
     for size, sessions in keys:
         ps = [c for c in cells if (c.target, c.size_kb, c.sessions) == ("postfix", size, sessions)]
@@ -232,6 +239,7 @@ def table(cells: list[Cell]) -> str:
             f"| **{fmt(ratio, 2)}** "
             f"| {fmt(pl.lat_p50_ms, 1) + ' / ' + fmt(pl.lat_p99_ms, 1) if pl else '-'} "
             f"| {fmt(ml.lat_p50_ms, 1) + ' / ' + fmt(ml.lat_p99_ms, 1) if ml else '-'} "
+            f"| {fmt(p.cpu_ms, 2) if p else '-'} / {fmt(m.cpu_ms, 2) if m else '-'} "
             f"| {check} |" + (f" {rounds} |" if runs > 1 else "")
         )
     return "\n".join(lines)
@@ -350,6 +358,10 @@ def main() -> int:
             mx.start()
             log(f"mxflow on {MXFLOW[0]}:{MXFLOW[1]} (pid {mx.pid}, {mx.config_file})")
         addrs = {"postfix": POSTFIX, "mxflow": MXFLOW}
+        pids = {
+            "postfix": pf.master_pid() if pf is not None else None,
+            "mxflow": mx.pid if mx is not None else None,
+        }
         order = [t for t in ("postfix", "mxflow") if t in targets]
         for target in order:
             warm_up(addrs[target], sink, args.timeout)
@@ -369,6 +381,7 @@ def main() -> int:
                     count=count,
                     lat_count=lat,
                     timeout=args.timeout,
+                    pid=pids[target],
                 )
                 cells.append(cell)
         if args.profile > 0 and mx is not None and mx.pid is not None:

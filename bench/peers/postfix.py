@@ -99,7 +99,7 @@ class Postfix:
                 "touch /etc/postfix/main.cf)"
             )
 
-    def _master_pid(self) -> int | None:
+    def master_pid(self) -> int | None:
         """The pid of a master still running from this folder (this run or an earlier one)."""
         try:
             pid = int((self.root / "queue/pid/master.pid").read_text().split()[0])
@@ -146,7 +146,7 @@ class Postfix:
 
     def stop(self) -> None:
         """`postfix stop`, then wait for the master to be gone (SIGKILL after 15 s)."""
-        pid = self._master_pid()
+        pid = self.master_pid()
         if (self.root / "main.cf").exists():
             subprocess.run(
                 [self.tools["postfix"], "-c", str(self.root), "stop"],
@@ -155,11 +155,11 @@ class Postfix:
         if pid is None:
             return
         deadline = time.monotonic() + 15
-        while self._master_pid() == pid and time.monotonic() < deadline:
+        while self.master_pid() == pid and time.monotonic() < deadline:
             if time.monotonic() > deadline - 10:  # `postfix stop` did not do it in 5 s
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
             time.sleep(0.2)
-        if self._master_pid() == pid:
+        if self.master_pid() == pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -38,6 +38,10 @@ class Router:
         self.resolver = resolver
         self._targets: dict[str, DeliveryTarget] = {}
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        self.config = config
+        self._targets.clear()
+
     def target_for(self, route: Route) -> DeliveryTarget:
         """The route's delivery target (built once per route)."""
         found = self._targets.get(route.name)

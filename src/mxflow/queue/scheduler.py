@@ -76,6 +76,11 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = False
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """A reload: new routes, retry schedule and lifetime for the next attempts."""
+        self.config = config
+        self.router.reconfigure(config)
+
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self, *, recover: bool = True) -> None:

@@ -3,10 +3,13 @@
 The resolver is built once and shared by the filter, sender authentication and delivery;
 the trace store before the quarantine (which records to it) and the quarantine before
 the filter (which recognises its releases); then the role's intake stages, the delivery
-side and the listeners. Nothing is pushed into a part after it is built.
+side and the listeners. Nothing is pushed into a part after it is built. A reload (SIGHUP)
+builds a new `Wiring` — filter, quarantine, stages, screen — over the same stores.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dns.asyncresolver
 
@@ -21,7 +24,7 @@ from mxflow.intake.store import StoreStage
 from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
 from mxflow.roles.gateway import gateway_stages
-from mxflow.roles.node import Node, NodeParts, ensure_certificates
+from mxflow.roles.node import Node, NodeParts, Wiring, ensure_certificates
 from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.server import SmtpServer
@@ -43,6 +46,43 @@ def _filter_and_quarantine(
 
     quarantine = node_quarantine(config, trace)
     return node_pipeline(config, resolver, quarantine), quarantine
+
+
+@dataclass
+class Shared:
+    """What outlives a configuration reload: the stores, the spool and the delivery side."""
+
+    resolver: dns.asyncresolver.Resolver | None
+    spool: Spool
+    trace: TraceStore
+    scheduler: Scheduler
+
+
+def build_wiring(
+    config: NodeConfig,
+    shared: Shared,
+    *,
+    filter: Filter | None = None,
+    quarantine: QuarantineSink | None = None,
+) -> Wiring:
+    """The part of a node a reload replaces: filter, quarantine, intake stages, screen, TLS."""
+    if filter is None:
+        filter, built = _filter_and_quarantine(config, shared.resolver, shared.trace)
+        quarantine = quarantine or built
+    auth = config.auth if isinstance(config.auth, AuthPolicy) else None
+    authserv_id = auth.authserv_id if auth else config.hostname
+    store = StoreStage(
+        shared.spool, shared.trace, quarantine=quarantine, on_queued=shared.scheduler.submit
+    )
+    stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
+    intake = Intake(
+        hostname=config.hostname,
+        stages=stages,
+        spool=shared.spool,
+        trace=shared.trace,
+        filter=filter,
+    )
+    return Wiring(config, RelayScreen(config), intake, filter, quarantine)
 
 
 def build_node(
@@ -67,9 +107,6 @@ def build_node(
         preallocate=16,  # small refills: a burst of creates stalls a lone sender
     )
     trace = TraceStore(config.trace_db, node=config.name)
-    if filter is None:
-        filter, built = _filter_and_quarantine(config, resolver, trace)
-        quarantine = quarantine or built
     pool = ConnectionPool(
         local_hostname=config.hostname,
         source_address=config.delivery.source_address,
@@ -78,28 +115,20 @@ def build_node(
         per_endpoint=config.delivery.connections_per_host,
     )
     scheduler = Scheduler(config, spool, trace, Router(config, pool, resolver))
-    auth = config.auth if isinstance(config.auth, AuthPolicy) else None
-    authserv_id = auth.authserv_id if auth else config.hostname
-    store = StoreStage(spool, trace, quarantine=quarantine, on_queued=scheduler.submit)
-    stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
-    intake = Intake(
-        hostname=config.hostname, stages=stages, spool=spool, trace=trace, filter=filter
-    )
-    screen = RelayScreen(config)
+    shared = Shared(resolver, spool, trace, scheduler)
+    wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
     budget = ConnectionBudget(config.limits.max_connections)
     servers = [
         SmtpServer(
             listener,
             hostname=config.hostname,
             limits=config.limits,
-            screen=screen,
-            open_inbound=intake.open,
+            screen=wiring.screen,
+            open_inbound=wiring.intake.open,
             budget=budget,
             reuse_port=workers > 1,
         )
         for listener in config.listeners
     ]
-    parts = NodeParts(
-        config, spool, trace, pool, scheduler, servers, filter, quarantine, worker, workers
-    )
-    return Node(parts)
+    parts = NodeParts(config, spool, trace, pool, scheduler, servers, wiring, worker, workers)
+    return Node(parts, rewire=lambda new: build_wiring(new, shared))

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mxflow.config import NodeConfig
+from mxflow.config import Listener, NodeConfig, load_config
+from mxflow.errors import ConfigError
 from mxflow.intake.base import Filter, QuarantineSink
+from mxflow.intake.pipeline import Intake
 from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
 from mxflow.smtp.client import ConnectionPool
+from mxflow.smtp.protocol import Screen
 from mxflow.smtp.server import SmtpServer
 from mxflow.smtp.tls import generate_self_signed
 from mxflow.store.trace import TraceStore
@@ -41,6 +46,17 @@ def ensure_certificates(config: NodeConfig) -> None:
 
 
 @dataclass
+class Wiring:
+    """The configured part of a node that a reload replaces without dropping connections."""
+
+    config: NodeConfig
+    screen: Screen
+    intake: Intake
+    filter: Filter | None = None
+    quarantine: QuarantineSink | None = None
+
+
+@dataclass
 class NodeParts:
     """What a node is made of, built once by the composition root (roles/build.py)."""
 
@@ -50,8 +66,7 @@ class NodeParts:
     pool: ConnectionPool
     scheduler: Scheduler
     servers: list[SmtpServer]
-    filter: Filter | None = None
-    quarantine: QuarantineSink | None = None  # expired hourly when it has `expire()`
+    wiring: Wiring
     worker: int = 0
     workers: int = 1
 
@@ -59,7 +74,9 @@ class NodeParts:
 class Node:
     """A running node: starts and stops its parts in order, serves until a signal."""
 
-    def __init__(self, parts: NodeParts) -> None:
+    def __init__(
+        self, parts: NodeParts, *, rewire: Callable[[NodeConfig], Wiring] | None = None
+    ) -> None:
         self.config = parts.config
         self.worker = parts.worker
         self.workers = parts.workers
@@ -68,10 +85,52 @@ class Node:
         self.pool = parts.pool
         self.scheduler = parts.scheduler
         self.servers = parts.servers
-        self.filter = parts.filter
-        self.quarantine = parts.quarantine
+        self.wiring = parts.wiring
+        self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    @property
+    def filter(self) -> Filter | None:
+        return self.wiring.filter
+
+    @property
+    def quarantine(self) -> QuarantineSink | None:
+        return self.wiring.quarantine
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply it to new connections (SIGHUP).
+
+        Connections in flight finish on the configuration they started with. A config
+        that does not load, or that changes the listeners (which needs new sockets: a
+        restart), is refused and the running configuration stays, as Postfix's reload does.
+        """
+        if self.rewire is None:
+            log.error("reload refused: this node was not built from a config file")
+            return False
+        try:
+            new = load_config(self.config.file, data_dir=self.config.data_dir)
+            if new.listeners != self._bound_listeners():
+                raise ConfigError(
+                    new.file, "listeners", "changed", "the same listeners (restart to change)"
+                )
+            wiring = self.rewire(new)
+            for server in self.servers:
+                server.reconfigure(screen=wiring.screen, open_inbound=wiring.intake.open)
+        except Exception as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return False
+        self.scheduler.reconfigure(new)
+        self.config, self.wiring = new, wiring
+        log.info("configuration reloaded from %s", new.file)
+        return True
+
+    def _bound_listeners(self) -> list[Listener]:
+        """The running listeners, with the port the kernel chose where the config said 0."""
+        return [
+            dataclasses.replace(s.listener, port=s.port) if s.listener.port == 0 else s.listener
+            for s in self.servers
+        ]
 
     @property
     def ports(self) -> list[int]:
@@ -149,6 +208,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         await stop.wait()
         await self.stop()

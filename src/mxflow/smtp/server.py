@@ -175,6 +175,16 @@ class SmtpServer:
         self.full_refusals = 0
         self.port = listener.port
 
+    def reconfigure(self, *, screen: Screen, open_inbound: OpenInbound) -> None:
+        """New connections use these (a reload); connections in flight keep theirs."""
+        if self.listener.tls != "none":
+            assert self.listener.cert is not None and self.listener.key is not None
+            # a renewed certificate is read again; a bad one raises and the reload is refused
+            context = server_context(self.listener.cert, self.listener.key, self.listener.client_ca)
+            self.ssl_context = context
+        self.screen = screen
+        self.open_inbound = open_inbound
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._handle,
