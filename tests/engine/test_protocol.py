@@ -135,3 +135,15 @@ def test_one_enhanced_status_code_per_reply() -> None:
     assert reply_line(550, "5.7.1", "5.7.26 Unauthenticated") == "550 5.7.26 Unauthenticated"
     assert reply_line(451, "4.7.1", "5.7.1 wrong class") == "451 4.7.1 wrong class"
     assert reply_line(550, "5.7.1", "plain reason") == "550 5.7.1 plain reason"
+
+
+def test_bdat_steps() -> None:
+    p, _ = proto()
+    assert any(r.endswith("CHUNKING") for r in p.handle(b"EHLO client.test\r\n").replies)
+    step = p.handle(b"BDAT 10\r\n")
+    assert step.next is Next.CHUNK and step.refusal == "503 5.5.1 Need MAIL command"
+    p.handle(b"MAIL FROM:<a@b.test>\r\n")
+    p.handle(b"RCPT TO:<c@d.test>\r\n")
+    step = p.handle(b"BDAT 10 last\r\n")
+    assert (step.next, step.chunk_size, step.last, step.refusal) == (Next.CHUNK, 10, True, None)
+    assert p.handle(b"BDAT ten\r\n").next is Next.CLOSE

@@ -45,6 +45,7 @@ class Session:
     rcpt_tos: list[str] = field(default_factory=list)
     smtputf8: bool = False
     body_8bit: bool = False
+    chunking: bool = False  # BDAT chunks of this transaction have begun (RFC 3030)
     queued: list[str] = field(default_factory=list)
     rejected: int = 0
     errors: int = 0  # 4xx/5xx replies since the last queued message (smtpd_hard_error_limit)
@@ -55,6 +56,7 @@ class Session:
         self.rcpt_tos = []
         self.smtputf8 = False
         self.body_8bit = False
+        self.chunking = False
 
 
 class Screen(Protocol):
@@ -86,6 +88,7 @@ class Next(enum.Enum):
 
     READ = "read"  # the next command
     DATA = "data"  # run the envelope checks, then 354 and read the message
+    CHUNK = "chunk"  # read `Step.chunk_size` octets of BDAT data (always, even if refused)
     STARTTLS = "starttls"  # the handshake, then `tls_started`
     CLOSE = "close"
 
@@ -94,6 +97,9 @@ class Next(enum.Enum):
 class Step:
     replies: list[str] = field(default_factory=list)
     next: Next = Next.READ
+    chunk_size: int = 0  # with Next.CHUNK: the octets that follow the BDAT command
+    last: bool = False  # with Next.CHUNK: BDAT ... LAST
+    refusal: str | None = None  # with Next.CHUNK: read the octets, then answer this
 
 
 def _check_address(address: str, smtputf8: bool) -> str | None:
@@ -180,7 +186,9 @@ class SmtpProtocol:
             return Step(
                 ["252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery"]
             )
-        if verb in ("BDAT", "AUTH", "ETRN", "EXPN", "TURN"):
+        if verb == "BDAT":
+            return self._bdat(arg)
+        if verb in ("AUTH", "ETRN", "EXPN", "TURN"):
             return Step([self.note(f"502 5.5.1 {verb} not implemented")])
         return Step([self.note("500 5.5.2 Command not recognized")])
 
@@ -201,6 +209,7 @@ class SmtpProtocol:
             "SMTPUTF8",
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
+            "CHUNKING",
         ]
         if self.features.starttls and s.tls is None:
             ext.append("STARTTLS")
@@ -295,8 +304,27 @@ class SmtpProtocol:
         s.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
+    def _bdat(self, arg: str) -> Step:
+        """RFC 3030: the chunk's octets follow the command and are read in every case, so
+        the session stays in step with the client even when the chunk is refused."""
+        parts = arg.split()
+        if not 1 <= len(parts) <= 2 or not parts[0].isdigit() or len(parts[0]) > 12:
+            # without a size the octets that follow cannot be skipped: out of step, close
+            return Step([self.note("501 5.5.4 Syntax: BDAT size [LAST]")], Next.CLOSE)
+        if len(parts) == 2 and parts[1].upper() != "LAST":
+            return Step([self.note("501 5.5.4 Syntax: BDAT size [LAST]")], Next.CLOSE)
+        step = Step([], Next.CHUNK, chunk_size=int(parts[0]), last=len(parts) == 2)
+        s = self.session
+        if s.mail_from is None:
+            step.refusal = "503 5.5.1 Need MAIL command"
+        elif not s.rcpt_tos:
+            step.refusal = "554 5.5.1 No valid recipients"
+        return step
+
     def _data(self) -> Step:
         s = self.session
+        if s.chunking:
+            return Step([self.note("503 5.5.1 DATA after BDAT in one transaction")])
         if s.mail_from is None:
             return Step([self.note("503 5.5.1 Need MAIL command")])
         if not s.rcpt_tos:

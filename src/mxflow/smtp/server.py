@@ -29,6 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mxflow.config import Limits, Listener
@@ -109,6 +110,20 @@ class _Input:
             start = len(self.buf)
             await self._fill()
 
+    async def read_exact(self, size: int, *, keep: bool) -> bytes:
+        """The next `size` octets (a BDAT chunk); dropped as they arrive when not `keep`."""
+        parts: list[bytes] = []
+        remaining = size
+        while remaining:
+            if not self.buf:
+                await self._fill()
+            take = min(remaining, len(self.buf))
+            if keep:
+                parts.append(bytes(self.buf[:take]))
+            del self.buf[:take]
+            remaining -= take
+        return b"".join(parts)
+
     async def read_data(self, max_size: int) -> tuple[bytes, bool]:
         """Everything up to `<CRLF>.<CRLF>` (not dot-unstuffed); True when it was too big.
 
@@ -134,6 +149,18 @@ class _Input:
                 data = bytes(view[2 : i + 2])
         del self.buf[: i + 5]
         return data, too_big
+
+
+@dataclass
+class _Chunks:
+    """The BDAT chunks of one transaction so far (dropped past the size limit)."""
+
+    data: bytearray = field(default_factory=bytearray)
+    too_big: bool = False
+
+    def clear(self) -> None:
+        self.data.clear()
+        self.too_big = False
 
 
 class SmtpServer:
@@ -317,6 +344,7 @@ class SmtpServer:
         writer: asyncio.StreamWriter,
     ) -> str:
         out: list[bytes] = []
+        chunks = _Chunks()  # BDAT data of the current transaction
 
         async def flush(force: bool = False) -> None:
             # PIPELINING: replies to a batch of commands go out together.
@@ -339,6 +367,8 @@ class SmtpServer:
             if step.next is Next.DATA:
                 await flush(True)
                 step = await self._data(proto, inbound, inp, out, flush)
+            elif step.next is Next.CHUNK:
+                step = await self._chunk(proto, inbound, inp, step, chunks)
             out.extend(r.encode("utf-8", "replace") + b"\r\n" for r in step.replies)
             if step.next is Next.STARTTLS:
                 await flush(True)
@@ -385,6 +415,38 @@ class SmtpServer:
         if data.startswith(b".") or b"\r\n." in data:  # RFC 5321 4.5.2 transparency
             data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
         return proto.finish(await inbound.receive(data))
+
+    async def _chunk(
+        self, proto: SmtpProtocol, inbound: Inbound, inp: _Input, step: Step, chunks: _Chunks
+    ) -> Step:
+        """One BDAT chunk (RFC 3030): read its octets, then answer it (or the message)."""
+        s = proto.session
+        max_size = self.limits.max_message_size
+        if not s.chunking:
+            chunks.clear()  # a new transaction (RSET may have ended the last one)
+        chunks.too_big |= len(chunks.data) + step.chunk_size > max_size
+        keep = step.refusal is None and not chunks.too_big
+        async with asyncio.timeout(self.limits.timeout):
+            data = await inp.read_exact(step.chunk_size, keep=keep)
+        if step.refusal is not None:
+            chunks.clear()
+            return proto.finish(step.refusal)
+        if not s.chunking:  # the first chunk: the envelope checks, as at DATA
+            refusal = await inbound.envelope()
+            if refusal is not None:
+                chunks.clear()
+                return proto.finish(refusal)
+            s.chunking = True
+        chunks.data += data
+        if not step.last:
+            return Step([f"250 2.0.0 {step.chunk_size} octets received"])
+        message, too_big = bytes(chunks.data), chunks.too_big
+        chunks.clear()
+        problem = _framing_problem(message, too_big, max_size)
+        if problem is not None:
+            inbound.refuse(problem)
+            return proto.finish(problem)
+        return proto.finish(await inbound.receive(message))
 
 
 def _framing_problem(data: bytes, too_big: bool, max_size: int) -> str | None:
