@@ -15,7 +15,8 @@ import pytest
 from mxflow.config import NodeConfig
 from mxflow.mail import Action, MessageContext, Phase, Verdict
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, maildir_messages, message, node_config, stuffed
+from tests.dnsserver import serve_zone_text
+from tests.engine.helpers import RawSmtp, maildir_messages, message, node_config, stuffed, wait_for
 
 
 @pytest.fixture
@@ -143,3 +144,47 @@ async def test_a_reply_carries_one_enhanced_status_code(gateway_cfg: NodeConfig)
         code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(message()))
         assert code == 550 and text.startswith("5.7.1 DMARC policy of contoso.com"), text
         await client.close()
+
+
+async def test_received_names_the_verified_reverse_name_and_nothing_unchecked(
+    tmp_path: Path,
+) -> None:
+    """The client's forward-confirmed reverse name goes into our Received line; a PTR
+    answer that is not a plain host name (here one with parentheses and spaces, which
+    dnspython hands over as text) never does."""
+    reverse = (
+        "$ORIGIN 77.127.in-addr.arpa.\n"
+        "10.0 IN PTR good.sender.test.\n"
+        "11.0 IN PTR bad\\(name\\)\\032X-Injected:\\0321.sender.test.\n"
+    )
+    forward = (
+        "$ORIGIN sender.test.\ngood IN A 127.77.0.10\n"
+        "bad\\(name\\)\\032X-Injected:\\0321 IN A 127.77.0.11\n"
+    )
+    async with serve_zone_text(reverse, forward) as dns_server:
+        cfg = node_config(
+            "gateway",
+            tmp_path / "gw",
+            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+            routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
+            extra={
+                "dns": {"resolver": f"{dns_server.host}:{dns_server.port}"},
+                "filter": {"checks": ["fcrdns"]},
+            },
+        )
+        async with build_node(cfg) as gw:
+            for source in ("127.77.0.10", "127.77.0.11"):
+                client = await RawSmtp.open(gw.address, gw.port, source=source)
+                await client.cmd("EHLO c.sender.test")
+                code, _ = await client.mail(
+                    "a@sender.test", ["bob@contoso.com"], stuffed(message())
+                )
+                assert code == 250
+                await client.close()
+            await wait_for(lambda: len(maildir_messages(cfg, "bob@contoso.com")) == 2)
+    messages = maildir_messages(cfg, "bob@contoso.com")
+    received = sorted(m[m.index(b"Received: ") :].split(b"\r\n\tby", 1)[0] for m in messages)
+    assert received == [
+        b"Received: from c.sender.test ([127.77.0.11])",
+        b"Received: from c.sender.test (good.sender.test [127.77.0.10])",
+    ]

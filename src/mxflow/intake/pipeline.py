@@ -123,7 +123,7 @@ class Inbound:
         received = received_header(
             helo=s.helo,
             client_ip=s.peer_ip,
-            client_hostname=None,
+            client_hostname=self.ctx.client_hostname,  # verified by the FCrDNS check
             by_hostname=self.intake.hostname,
             esmtp=s.esmtp,
             tls=s.tls,

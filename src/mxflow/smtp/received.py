@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import formatdate
 
 from mxflow.mail import TlsInfo
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+)
+
+
+def safe_hostname(name: str | None) -> str | None:
+    """`name` when it is a plain LDH host name, else None: a PTR answer is data from the
+    network, and only a value that cannot break the header line goes into one."""
+    return name if name and _HOSTNAME.match(name) else None
 
 
 def protocol_name(esmtp: bool, tls: bool, authenticated: bool) -> str:
@@ -32,6 +44,7 @@ def received_header(
     `for` is given only with a single recipient, so one copy does not reveal the others.
     """
     helo = "".join(c for c in helo if c.isprintable() and c not in "()") or "unknown"
+    client_hostname = safe_hostname(client_hostname)
     rdns = f"{client_hostname} " if client_hostname else ""
     lines = [
         f"Received: from {helo} ({rdns}[{client_ip}])",
