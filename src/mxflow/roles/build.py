@@ -27,6 +27,7 @@ from mxflow.roles.gateway import gateway_stages
 from mxflow.roles.node import Node, NodeParts, Wiring, ensure_certificates
 from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.client import ConnectionPool
+from mxflow.smtp.reader import Spill
 from mxflow.smtp.server import SmtpServer
 from mxflow.store.trace import TraceStore
 
@@ -118,6 +119,7 @@ def build_node(
     shared = Shared(resolver, spool, trace, scheduler)
     wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
     budget = ConnectionBudget(config.limits.max_connections)
+    spill = Spill(config.data_dir / "incoming")
     servers = [
         SmtpServer(
             listener,
@@ -126,6 +128,7 @@ def build_node(
             screen=wiring.screen,
             open_inbound=wiring.intake.open,
             budget=budget,
+            spill=spill,
             reuse_port=workers > 1,
         )
         for listener in config.listeners

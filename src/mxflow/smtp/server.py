@@ -3,7 +3,7 @@
 Why not aiosmtpd: it reads DATA line by line (one `readuntil` per line), which caps 100 KB
 messages at about 200 msg/s on two cores, and its hooks run after it has already decided
 what ends the data. This server reads DATA in large chunks into one buffer and finds the
-end with `bytearray.find(b"\\r\\n.\\r\\n")`, so the cost per message is a few C-level passes
+end with one `find` (reader.py), so the cost per message is a few C-level passes
 over the bytes, whatever their line count. The protocol surface is small and ours.
 
 SMTP smuggling: only `<CRLF>.<CRLF>` ends the data. Any bare CR or bare LF inside the data
@@ -35,12 +35,10 @@ from typing import Protocol
 from mxflow.config import Limits, Listener
 from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.protocol import Features, Next, Screen, Session, SmtpProtocol, Step
+from mxflow.smtp.reader import READ_CHUNK, Closed, InputBuffer, LineTooLong, Spill
 from mxflow.smtp.tls import server_context, tls_info
 
 log = logging.getLogger("mxflow.smtp")
-
-READ_CHUNK = 256 * 1024
-MAX_COMMAND = 4096
 
 
 class Inbound(Protocol):
@@ -58,97 +56,6 @@ class Inbound(Protocol):
 
 
 OpenInbound = Callable[[Session], Inbound]
-
-
-class _Closed(Exception):
-    """The client went away (or must be dropped)."""
-
-
-class _LineTooLong(_Closed):
-    """A command line longer than any SMTP command may be."""
-
-
-class _Input:
-    """Our own read buffer over a StreamReader: lines for commands, big chunks for DATA.
-
-    Owning the buffer lets DATA read far ahead without losing pipelined commands that
-    follow the end of data, and lets STARTTLS discard plaintext sent ahead of the handshake.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-        self.buf = bytearray()
-
-    async def _fill(self) -> None:
-        chunk = await self.reader.read(READ_CHUNK)
-        if not chunk:
-            raise _Closed
-        self.buf += chunk
-
-    def buffered(self) -> int:
-        inner = getattr(self.reader, "_buffer", b"")
-        return len(self.buf) + len(inner)
-
-    def discard(self) -> None:
-        self.buf.clear()
-        inner = getattr(self.reader, "_buffer", None)
-        if isinstance(inner, bytearray):
-            inner.clear()
-
-    async def readline(self) -> bytes:
-        start = 0
-        while True:
-            i = self.buf.find(b"\n", start)
-            if i >= MAX_COMMAND:  # a whole over-long line that arrived in one read
-                raise _LineTooLong
-            if i >= 0:
-                line = bytes(self.buf[: i + 1])
-                del self.buf[: i + 1]
-                return line
-            if len(self.buf) > MAX_COMMAND:
-                raise _LineTooLong
-            start = len(self.buf)
-            await self._fill()
-
-    async def read_exact(self, size: int, *, keep: bool) -> bytes:
-        """The next `size` octets (a BDAT chunk); dropped as they arrive when not `keep`."""
-        parts: list[bytes] = []
-        remaining = size
-        while remaining:
-            if not self.buf:
-                await self._fill()
-            take = min(remaining, len(self.buf))
-            if keep:
-                parts.append(bytes(self.buf[:take]))
-            del self.buf[:take]
-            remaining -= take
-        return b"".join(parts)
-
-    async def read_data(self, max_size: int) -> tuple[bytes, bool]:
-        """Everything up to `<CRLF>.<CRLF>` (not dot-unstuffed); True when it was too big.
-
-        The data is searched with a virtual CRLF in front, so an empty message (".\\r\\n")
-        and a first line of "." end it too. Too-big data is discarded as it arrives.
-        """
-        self.buf[0:0] = b"\r\n"
-        pos = 0
-        too_big = False
-        while True:
-            i = self.buf.find(b"\r\n.\r\n", pos)
-            if i >= 0:
-                break
-            if len(self.buf) > max_size + 8:
-                too_big = True
-                del self.buf[:-4]
-            pos = max(0, len(self.buf) - 4)
-            await self._fill()
-        if too_big:
-            data = b""
-        else:
-            with memoryview(self.buf) as view:
-                data = bytes(view[2 : i + 2])
-        del self.buf[: i + 5]
-        return data, too_big
 
 
 @dataclass
@@ -175,6 +82,7 @@ class SmtpServer:
         screen: Screen,
         open_inbound: OpenInbound,
         budget: ConnectionBudget | None = None,
+        spill: Spill | None = None,
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
@@ -183,6 +91,7 @@ class SmtpServer:
         self.screen = screen
         self.open_inbound = open_inbound
         self.budget = budget or ConnectionBudget(limits.max_connections)
+        self._spill = spill
         self.reuse_port = reuse_port
         self.ssl_context: ssl.SSLContext | None = None
         if listener.tls != "none":
@@ -278,12 +187,14 @@ class SmtpServer:
             proto = SmtpProtocol(self.features, self.screen, session)
             self._sessions[task] = proto
             inbound = self.open_inbound(session)
-            reason = await self._converse(proto, inbound, _Input(reader), writer)
-        except _LineTooLong:
+            reason = await self._converse(
+                proto, inbound, InputBuffer(reader, spill=self._spill), writer
+            )
+        except LineTooLong:
             reason = "command line too long"
             with contextlib.suppress(Exception):
                 writer.write(b"500 5.5.2 Line too long, closing connection\r\n")
-        except _Closed:
+        except Closed:
             reason = "client closed"
         except TimeoutError:
             reason = "timeout"
@@ -340,7 +251,7 @@ class SmtpServer:
         self,
         proto: SmtpProtocol,
         inbound: Inbound,
-        inp: _Input,
+        inp: InputBuffer,
         writer: asyncio.StreamWriter,
     ) -> str:
         out: list[bytes] = []
@@ -380,7 +291,7 @@ class SmtpServer:
                 await flush()
 
     async def _starttls(
-        self, proto: SmtpProtocol, inp: _Input, writer: asyncio.StreamWriter
+        self, proto: SmtpProtocol, inp: InputBuffer, writer: asyncio.StreamWriter
     ) -> None:
         assert self.ssl_context is not None
         inp.discard()  # plaintext sent ahead of the handshake is never obeyed
@@ -394,7 +305,7 @@ class SmtpServer:
         self,
         proto: SmtpProtocol,
         inbound: Inbound,
-        inp: _Input,
+        inp: InputBuffer,
         out: list[bytes],
         flush: Callable[[bool], Awaitable[None]],
     ) -> Step:
@@ -417,7 +328,7 @@ class SmtpServer:
         return proto.finish(await inbound.receive(data))
 
     async def _chunk(
-        self, proto: SmtpProtocol, inbound: Inbound, inp: _Input, step: Step, chunks: _Chunks
+        self, proto: SmtpProtocol, inbound: Inbound, inp: InputBuffer, step: Step, chunks: _Chunks
     ) -> Step:
         """One BDAT chunk (RFC 3030): read its octets, then answer it (or the message)."""
         s = proto.session
