@@ -18,6 +18,7 @@ import base64
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import dkim
 import dns.asyncresolver
@@ -166,69 +167,29 @@ def seal_sync(
     standardize: bool = False,
 ) -> list[tuple[str, str]]:
     """`arc_seal` without the thread hop."""
-    if key.key_type != "rsa":
-        raise ValueError("ARC seals are rsa-sha256 only (RFC 8617 §4.1.3): use an RSA key")
-    try:
-        pk = parse_pem_private_key(key.dkimpy_key)
-    except UnparsableKeyError as exc:
-        raise ValueError(f"ARC sealing key: {exc}") from exc
-    try:
-        arc = dkim.ARC(raw, logger=DKIMPY_LOGGER, signature_algorithm=b"rsa-sha256")
-    except dkim.DKIMException as exc:
-        raise ValueError("cannot seal: the message header does not parse") from exc
-    arc.add_should_not((b"authentication-results",))
+    pk = _sealing_key(key)
+    arc = _arc_for_sealing(raw)
     max_instance, with_instance = arc.sorted_arc_headers()
     instance = max_instance + 1 if with_instance else 1
-    if instance > MAX_INSTANCE:
+    if instance > MAX_INSTANCE or _chain_failed(with_instance, max_instance):
         return []
-    newest_seal = [v for i, (n, v) in with_instance if i == max_instance and n == b"arc-seal"]
-    if newest_seal and re.search(rb"(?i)(^|;)\s*cv\s*=\s*fail", newest_seal[0]):
-        return []  # RFC 8617 §5.1.1: a chain that already failed is not sealed again
-    status = (cv or _chain_status_from(auth_results)).lower()
-    if instance == 1:
-        status = "none"
-    elif status == "none":
-        status = "fail"  # an existing chain we did not validate cannot be vouched for
-    linesep = b"\r\n"
-    present = {n.lower().decode("ascii", "replace") for n, _ in arc.headers}
-    wanted = headers or tuple(h for h in DEFAULT_SIGNED_HEADERS if h in present or h == "from")
-    include = tuple(h.lower().encode() for h in wanted)
-    for name in include:
-        if name in arc.should_not_sign:
-            raise ValueError(f"ARC-Message-Signature must not sign {name.decode()}")
+    status = _seal_cv(cv, auth_results, instance)
+    include = _signed_headers(arc, headers)
     arc_headers = [hv for _, hv in with_instance] if status != "fail" else []
     canon = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-    aar_value = f"i={instance}; ".encode() + auth_results.strip().encode() + linesep
+    aar_value = f"i={instance}; ".encode() + auth_results.strip().encode() + b"\r\n"
     arc_headers.insert(0, (b"ARC-Authentication-Results", aar_value))
     arc.headers = canon.canonicalize_headers(arc_headers[:1]) + arc.headers
 
     arc.hasher = HASH_ALGORITHMS[b"rsa-sha256"]
     body_hash = arc.hasher(canon.canonicalize_body(arc.body)).digest()
     stamp = str(timestamp if timestamp is not None else int(time.time())).encode()
-    ams_fields = [
-        (b"i", str(instance).encode()),
-        (b"a", b"rsa-sha256"),
-        (b"c", b"relaxed/relaxed"),
-        (b"d", domain.encode()),
-        (b"s", selector.encode()),
-        (b"t", stamp),
-        (b"h", b" : ".join(include)),
-        (b"bh", base64.b64encode(body_hash)),
-        (b"b", b"0" * 60),
-    ]
+    ams_fields = _ams_tags(instance, domain, selector, stamp, include=include, body_hash=body_hash)
     try:
         ams = arc.gen_header(ams_fields, include, canon, b"ARC-Message-Signature", pk, standardize)
         arc_headers.insert(0, (b"ARC-Message-Signature", ams))
         arc.headers = canon.canonicalize_headers(arc_headers[:1]) + arc.headers
-        seal_fields = [
-            (b"i", str(instance).encode()),
-            (b"cv", status.encode()),
-            (b"a", b"rsa-sha256"),
-            (b"d", domain.encode()),
-            (b"s", selector.encode()),
-            (b"t", stamp),
-            (b"b", b"0" * 60),
-        ]
+        seal_fields = _seal_tags(instance, status, domain, selector, stamp)
         sealed = [n.lower() for n, _ in arc_headers]
         sealed.reverse()
         if status == "fail":
@@ -279,3 +240,92 @@ async def arc_seal(
         timestamp=timestamp,
         standardize=standardize,
     )
+
+
+def _sealing_key(key: SigningKey) -> Any:
+    """The key in dkimpy's form; ARC allows only rsa-sha256, so anything else is refused."""
+    if key.key_type != "rsa":
+        raise ValueError("ARC seals are rsa-sha256 only (RFC 8617 §4.1.3): use an RSA key")
+    try:
+        return parse_pem_private_key(key.dkimpy_key)
+    except UnparsableKeyError as exc:
+        raise ValueError(f"ARC sealing key: {exc}") from exc
+
+
+def _arc_for_sealing(raw: bytes) -> dkim.ARC:
+    """dkimpy's view of the message, set never to sign Authentication-Results (RFC 8617
+    §4.1.2: downstream ADMDs may delete them; the AAR carries ours)."""
+    try:
+        arc = dkim.ARC(raw, logger=DKIMPY_LOGGER, signature_algorithm=b"rsa-sha256")
+    except dkim.DKIMException as exc:
+        raise ValueError("cannot seal: the message header does not parse") from exc
+    arc.add_should_not((b"authentication-results",))
+    return arc
+
+
+def _chain_failed(with_instance: list[tuple[int, Any]], max_instance: int) -> bool:
+    """Whether the newest seal already says cv=fail: such a chain is not sealed again
+    (RFC 8617 §5.1.1)."""
+    newest_seal = [v for i, (n, v) in with_instance if i == max_instance and n == b"arc-seal"]
+    return bool(newest_seal and re.search(rb"(?i)(^|;)\s*cv\s*=\s*fail", newest_seal[0]))
+
+
+def _seal_cv(cv: str | None, auth_results: str, instance: int) -> str:
+    """The cv= of our seal: none for the first set, else the status we validated (`cv`, or
+    the arc= result in our Authentication-Results); an unvalidated chain gets fail."""
+    status = (cv or _chain_status_from(auth_results)).lower()
+    if instance == 1:
+        status = "none"
+    elif status == "none":
+        status = "fail"  # an existing chain we did not validate cannot be vouched for
+    return status
+
+
+def _signed_headers(arc: dkim.ARC, headers: tuple[str, ...] | None) -> tuple[bytes, ...]:
+    """The header names the AMS signs: `headers`, else the DKIM defaults the message has
+    (From always); names ARC must not sign are refused."""
+    present = {n.lower().decode("ascii", "replace") for n, _ in arc.headers}
+    wanted = headers or tuple(h for h in DEFAULT_SIGNED_HEADERS if h in present or h == "from")
+    include = tuple(h.lower().encode() for h in wanted)
+    for name in include:
+        if name in arc.should_not_sign:
+            raise ValueError(f"ARC-Message-Signature must not sign {name.decode()}")
+    return include
+
+
+def _ams_tags(
+    instance: int,
+    domain: str,
+    selector: str,
+    stamp: bytes,
+    *,
+    include: tuple[bytes, ...],
+    body_hash: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """The ARC-Message-Signature tags, in dkimpy's order, with `b=` a placeholder."""
+    return [
+        (b"i", str(instance).encode()),
+        (b"a", b"rsa-sha256"),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain.encode()),
+        (b"s", selector.encode()),
+        (b"t", stamp),
+        (b"h", b" : ".join(include)),
+        (b"bh", base64.b64encode(body_hash)),
+        (b"b", b"0" * 60),
+    ]
+
+
+def _seal_tags(
+    instance: int, status: str, domain: str, selector: str, stamp: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The ARC-Seal tags, in dkimpy's order, with `b=` a placeholder."""
+    return [
+        (b"i", str(instance).encode()),
+        (b"cv", status.encode()),
+        (b"a", b"rsa-sha256"),
+        (b"d", domain.encode()),
+        (b"s", selector.encode()),
+        (b"t", stamp),
+        (b"b", b"0" * 60),
+    ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from mxflow.dns.zone import Zone, parse_zone
 from mxflow.errors import MxflowError
-from mxflow.records.topology import Topology
+from mxflow.records.topology import ThirdParty, Topology
 
 CUTOVER_TTL = 3600
 # RFC 8461 max_age: a day while testing (a mistake expires quickly), then the weeks the
@@ -126,28 +126,14 @@ def plan_records(topology: Topology, scenario: int) -> Plan:
     party = topology.third_party(scenario)
     domain = topology.domain
     plan = Plan(domain, scenario, party.name)
-    for preference, host in enumerate(party.mx, start=1):
-        plan.add(
-            domain,
-            "MX",
-            f"{preference * 10} {host}.",
-            f"inbound mail goes to the {party.role} ({party.name})",
-            ttl=min(topology.mx_ttl, CUTOVER_TTL) if topology.mx_ttl else CUTOVER_TTL,
-        )
+    _plan_mx(plan, topology, party)
     senders = "the host" + (f" and the {party.role}" if party.outbound else "")
     plan.add(
         domain, "TXT", quote_txt(spf_record(topology, scenario)), f"SPF: {senders} send as {domain}"
     )
     if topology.verification:
         plan.add(domain, "TXT", quote_txt(topology.verification), "the host's domain verification")
-    for selector in topology.host.dkim:
-        owner = f"{selector.selector}._domainkey.{domain}"
-        if selector.cname:
-            plan.add(
-                owner, "CNAME", f"{selector.cname.rstrip('.')}.", "DKIM key of the host's signer"
-            )
-        else:
-            plan.add(owner, "TXT", quote_txt(selector.txt), "DKIM public key")
+    _plan_dkim(plan, topology)
     plan.add(
         f"_dmarc.{domain}",
         "TXT",
@@ -155,20 +141,7 @@ def plan_records(topology: Topology, scenario: int) -> Plan:
         f"DMARC, stage p={topology.dmarc_stage}",
     )
     if topology.mta_sts:
-        policy = f"{topology.mta_sts}:{','.join(party.mx)}"
-        policy_id = hashlib.sha256(policy.encode()).hexdigest()[:16]
-        plan.add(
-            f"_mta-sts.{domain}", "TXT", quote_txt(f"v=STSv1; id={policy_id}"), "MTA-STS (RFC 8461)"
-        )
-        max_age = MTA_STS_MAX_AGE[topology.mta_sts]
-        plan.advice.append(
-            f"MTA-STS: publish the web host mta-sts.{domain} (A/AAAA or CNAME, with a "
-            f"certificate valid for that name) serving https://mta-sts.{domain}/.well-known/"
-            f"mta-sts.txt with 'version: STSv1', 'mode: {topology.mta_sts}', "
-            + ", ".join(f"'mx: {h}'" for h in party.mx)
-            + f", 'max_age: {max_age}' (RFC 8461 §3.2: all four are required); change the id "
-            "whenever the policy changes"
-        )
+        _plan_mta_sts(plan, topology, party)
     if topology.tls_rpt_rua:
         plan.add(
             f"_smtp._tls.{domain}",
@@ -176,23 +149,74 @@ def plan_records(topology: Topology, scenario: int) -> Plan:
             quote_txt(f"v=TLSRPTv1; rua={topology.tls_rpt_rua}"),
             "TLS reporting (RFC 8460)",
         )
+    _plan_cutover_advice(plan, topology, party)
+    return plan
+
+
+def _plan_mx(plan: Plan, topology: Topology, party: ThirdParty) -> None:
+    """MX records to the third party's hosts, in order, at a TTL short enough for the
+    cut-over (and for a quick rollback)."""
+    for preference, host in enumerate(party.mx, start=1):
+        plan.add(
+            topology.domain,
+            "MX",
+            f"{preference * 10} {host}.",
+            f"inbound mail goes to the {party.role} ({party.name})",
+            ttl=min(topology.mx_ttl, CUTOVER_TTL) if topology.mx_ttl else CUTOVER_TTL,
+        )
+
+
+def _plan_dkim(plan: Plan, topology: Topology) -> None:
+    """One record per host DKIM selector: a CNAME to the host's key, or the key itself."""
+    for selector in topology.host.dkim:
+        owner = f"{selector.selector}._domainkey.{topology.domain}"
+        if selector.cname:
+            plan.add(
+                owner, "CNAME", f"{selector.cname.rstrip('.')}.", "DKIM key of the host's signer"
+            )
+        else:
+            plan.add(owner, "TXT", quote_txt(selector.txt), "DKIM public key")
+
+
+def _plan_mta_sts(plan: Plan, topology: Topology, party: ThirdParty) -> None:
+    """The MTA-STS TXT record, whose id changes with the policy, and advice on the policy
+    file it announces (which DNS alone cannot publish)."""
+    domain = topology.domain
+    policy = f"{topology.mta_sts}:{','.join(party.mx)}"
+    policy_id = hashlib.sha256(policy.encode()).hexdigest()[:16]
+    plan.add(
+        f"_mta-sts.{domain}", "TXT", quote_txt(f"v=STSv1; id={policy_id}"), "MTA-STS (RFC 8461)"
+    )
+    max_age = MTA_STS_MAX_AGE[topology.mta_sts]
+    plan.advice.append(
+        f"MTA-STS: publish the web host mta-sts.{domain} (A/AAAA or CNAME, with a "
+        f"certificate valid for that name) serving https://mta-sts.{domain}/.well-known/"
+        f"mta-sts.txt with 'version: STSv1', 'mode: {topology.mta_sts}', "
+        + ", ".join(f"'mx: {h}'" for h in party.mx)
+        + f", 'max_age: {max_age}' (RFC 8461 §3.2: all four are required); change the id "
+        "whenever the policy changes"
+    )
+
+
+def _plan_cutover_advice(plan: Plan, topology: Topology, party: ThirdParty) -> None:
+    """Put the steps of a safe cut-over ahead of the other advice: TTL first, then locking
+    the host to the third party, then (for the archiver) filtering, then DMARC."""
     plan.advice[:0] = [
         f"Before the cut-over: lower the current MX TTL to {CUTOVER_TTL} s or less (300 s is "
         "common) and wait one old TTL, so a rollback is quick; raise it again once settled.",
-        f"Lock the host down: accept internet mail for {domain} only through the connector "
-        f"from the {party.role} ({', '.join(party.ips)}), or senders bypass it by "
+        f"Lock the host down: accept internet mail for {topology.domain} only through the "
+        f"connector from the {party.role} ({', '.join(party.ips)}), or senders bypass it by "
         f"connecting to {topology.host.inbound} directly.",
         "DMARC: start at p=none with rua and read the reports; when all legitimate mail "
         "passes aligned, move to p=quarantine, then to p=reject.",
     ]
-    if scenario == 2:
+    if plan.scenario == 2:
         plan.advice.insert(
             2,
             "The archiver does not filter: enable Enhanced Filtering for Connectors on the "
             f"host, skipping the archiver's IPs ({', '.join(party.ips)}), so SPF, DMARC and "
             "IP reputation see the original sender.",
         )
-    return plan
 
 
 def lab_zones(topology: Topology) -> list[Zone]:

@@ -178,37 +178,63 @@ class _Term:
 def lint_record(text: str, *, domain: str = "", public: bool = True) -> LintReport:
     """Lint one record's text; `public` flags private and loopback addresses in it."""
     report = LintReport(text, domain)
-    record = text
-    if not is_spf_record(record):
-        if record.strip().lower().startswith("v=spf1"):
-            fix = "remove the leading space" if record[:1] == " " else "separate with one space"
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "bad-version",
-                    "the record must start with 'v=spf1 '",
-                    fix,
-                    0,
-                    record[:8],
-                    domain,
-                )
+    record = _lint_version(report, text, domain)
+    if record is None:
+        return report
+    _lint_characters(report, record, domain)
+    terms = [_Term(i, off, t) for i, (off, t) in enumerate(split_terms(record)[1:], start=1)]
+    skip: set[int] = set()
+    for position, term in enumerate(terms):
+        if term.index in skip:
+            continue
+        following = terms[position + 1] if position + 1 < len(terms) else None
+        _lint_term(report, term, following, skip, domain)
+    _lint_structure(report, [t for t in terms if t.index not in skip], domain, public)
+    _lint_length(report, record, domain)
+    report.findings.sort(key=lambda f: (f.position is None, f.position or 0))
+    return report
+
+
+def _lint_version(report: LintReport, record: str, domain: str) -> str | None:
+    """The record to lint past its version tag, or None when there is nothing to lint.
+
+    Space before `v=spf1` is reported and stripped, so that one finding does not hide the
+    rest; a tag run into what follows (`v=spf1ip4:...`), or no tag at all, ends the lint.
+    """
+    if is_spf_record(record):
+        return record
+    if not record.strip().lower().startswith("v=spf1"):
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "not-spf",
+                "not an SPF record: it does not start with 'v=spf1'",
+                "start the record with 'v=spf1 '",
+                0,
+                record[:10],
+                domain,
             )
-            record = record.strip()
-            if record[6:7] not in {"", " "}:
-                return report
-        else:
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "not-spf",
-                    "not an SPF record: it does not start with 'v=spf1'",
-                    "start the record with 'v=spf1 '",
-                    0,
-                    record[:10],
-                    domain,
-                )
-            )
-            return report
+        )
+        return None
+    fix = "remove the leading space" if record[:1] == " " else "separate with one space"
+    report.add(
+        Finding(
+            Severity.ERROR,
+            "bad-version",
+            "the record must start with 'v=spf1 '",
+            fix,
+            0,
+            record[:8],
+            domain,
+        )
+    )
+    record = record.strip()
+    return record if record[6:7] in {"", " "} else None
+
+
+def _lint_characters(report: LintReport, record: str, domain: str) -> None:
+    """Report each character a receiver rejects: non-ASCII, and whitespace other than a
+    space (terms are split on spaces only, so a tab or newline breaks the record)."""
     for offset, char in enumerate(record):
         if not char.isascii():
             report.add(
@@ -234,115 +260,86 @@ def lint_record(text: str, *, domain: str = "", public: bool = True) -> LintRepo
                     domain,
                 )
             )
-    terms = [_Term(i, off, t) for i, (off, t) in enumerate(split_terms(record)[1:], start=1)]
-    skip: set[int] = set()
-    for position, term in enumerate(terms):
-        if term.index in skip:
-            continue
-        following = terms[position + 1] if position + 1 < len(terms) else None
-        _lint_term(report, term, following, skip, domain)
-    _lint_structure(report, [t for t in terms if t.index not in skip], domain, public)
-    if len(record.encode()) > TXT_STRING_LIMIT:
-        report.add(
-            Finding(
-                Severity.WARNING,
-                "long-record",
-                f"the record is {len(record.encode())} bytes; one TXT string holds at most "
-                f"{TXT_STRING_LIMIT}",
-                'publish it as several quoted strings in one TXT record ("..." "..."); '
-                "receivers join them without spaces",
-                None,
-                "",
-                domain,
-            )
-        )
-    report.findings.sort(key=lambda f: (f.position is None, f.position or 0))
-    return report
 
 
 def _lint_term(
     report: LintReport, term: _Term, following: _Term | None, skip: set[int], domain: str
 ) -> None:
+    """Parse one term onto `term` (as a modifier or a mechanism), or report why it does not
+    parse; a term that swallows `following` adds its index to `skip`."""
     text = term.text
     if any(ch in text for ch in "\t\r\n\v\f") or not text.isascii():
         return  # already reported character by character
     modifier = _MODIFIER_RE.match(text)
     if modifier:
-        name, value = modifier.group(1).lower(), modifier.group(2)
-        try:
-            check_macro_string(value, text)
-        except PermError as exc:
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "bad-macro",
-                    f"{exc.reason}, {PERMERROR_NOTE}",
-                    "write a literal '%' as '%%'",
-                    term.offset,
-                    text,
-                    domain,
-                )
-            )
-            return
-        if name in {"redirect", "exp"} and not value:
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "empty-modifier",
-                    f"{name}= needs a domain, {PERMERROR_NOTE}",
-                    f"write {name}=DOMAIN or remove it",
-                    term.offset,
-                    text,
-                    domain,
-                )
-            )
-            return
-        term.modifier = (name, value)
+        _lint_modifier(report, term, modifier.group(1).lower(), modifier.group(2), domain)
         return
     try:
         term.mechanism = parse_mechanism(text, term.index)
         return
     except PermError as exc:
         reason = exc.reason
+    _lint_bad_mechanism(report, term, following, skip, domain, reason=reason)
+
+
+def _lint_modifier(report: LintReport, term: _Term, name: str, value: str, domain: str) -> None:
+    """Check a modifier's value (a macro string; a domain for redirect= and exp=) and, when
+    it is valid, record it on `term` for the structure checks."""
+    try:
+        check_macro_string(value, term.text)
+    except PermError as exc:
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "bad-macro",
+                f"{exc.reason}, {PERMERROR_NOTE}",
+                "write a literal '%' as '%%'",
+                term.offset,
+                term.text,
+                domain,
+            )
+        )
+        return
+    if name in {"redirect", "exp"} and not value:
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "empty-modifier",
+                f"{name}= needs a domain, {PERMERROR_NOTE}",
+                f"write {name}=DOMAIN or remove it",
+                term.offset,
+                term.text,
+                domain,
+            )
+        )
+        return
+    term.modifier = (name, value)
+
+
+def _term_parts(text: str) -> tuple[str, str, str]:
+    """A term's qualifier, name as written and the rest (its argument), e.g. `-`, `ip4`,
+    `:192.0.2.1`; the name is what is compared with the mechanism names."""
     name = re.match(r"^[+\-~?]?([A-Za-z0-9\-_.]*)", text)
     raw_name = name.group(1) if name else text
     qualifier = text[0] if text[:1] in "+-~?" else ""
-    argument = text[len(qualifier) + len(raw_name) :]
+    return qualifier, raw_name, text[len(qualifier) + len(raw_name) :]
+
+
+def _lint_bad_mechanism(
+    report: LintReport,
+    term: _Term,
+    following: _Term | None,
+    skip: set[int],
+    domain: str,
+    *,
+    reason: str,
+) -> None:
+    """Report the most specific cause of a term that does not parse: an unknown name, a
+    space after `ip4:` and the like, a bare address, else the parser's `reason`."""
+    text = term.text
+    qualifier, raw_name, argument = _term_parts(text)
     if raw_name.lower() not in MECHANISMS and not _looks_like_ip(text):
-        suggestion = _suggest(raw_name)
-        value = argument[1:] if argument.startswith(":") else argument
-        split = (
-            following is not None
-            and not _is_term(following.text)
-            and argument in {":", ""}
-            and suggestion in {"ip4", "ip6", "include", "exists", "a", "mx"}
-        )
-        if split and following is not None:
-            value = following.text
-            skip.add(following.index)
-        if suggestion:
-            separator = "" if suggestion.endswith("=") or not value else ":"
-            replacement = f"{qualifier}{suggestion}{separator}{value}"
-            fix = f"did you mean {replacement!r}?"
-        else:
-            fix = f"use one of: {', '.join(MECHANISMS)}, or a modifier name=value"
-        message = f"{raw_name + argument[:1]!r} is not an SPF mechanism, {PERMERROR_NOTE}"
-        report.add(
-            Finding(Severity.ERROR, "unknown-mechanism", message, fix, term.offset, text, domain)
-        )
-        if split and following is not None:
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "split-term",
-                    f"the space after {text!r} splits the term: {following.text!r} is read as a "
-                    f"separate term, which is not a mechanism either, {PERMERROR_NOTE}",
-                    f"remove the space: {replacement!r}" if suggestion else "remove the space",
-                    following.offset,
-                    following.text,
-                    domain,
-                )
-            )
+        _lint_unknown_mechanism(report, term, following, skip, domain)
         return
     if (
         argument in {":", ""}
@@ -364,6 +361,56 @@ def _lint_term(
             )
         )
         return
+    _lint_syntax(report, term, domain, reason)
+
+
+def _lint_unknown_mechanism(
+    report: LintReport, term: _Term, following: _Term | None, skip: set[int], domain: str
+) -> None:
+    """Report a name that is no mechanism with the one probably meant (`ipv4:` -> `ip4:`);
+    when a space split its argument off, that argument joins the suggestion and `skip`."""
+    text = term.text
+    qualifier, raw_name, argument = _term_parts(text)
+    suggestion = _suggest(raw_name)
+    value = argument[1:] if argument.startswith(":") else argument
+    split = (
+        following is not None
+        and not _is_term(following.text)
+        and argument in {":", ""}
+        and suggestion in {"ip4", "ip6", "include", "exists", "a", "mx"}
+    )
+    if split and following is not None:
+        value = following.text
+        skip.add(following.index)
+    if suggestion:
+        separator = "" if suggestion.endswith("=") or not value else ":"
+        replacement = f"{qualifier}{suggestion}{separator}{value}"
+        fix = f"did you mean {replacement!r}?"
+    else:
+        fix = f"use one of: {', '.join(MECHANISMS)}, or a modifier name=value"
+    message = f"{raw_name + argument[:1]!r} is not an SPF mechanism, {PERMERROR_NOTE}"
+    report.add(
+        Finding(Severity.ERROR, "unknown-mechanism", message, fix, term.offset, text, domain)
+    )
+    if split and following is not None:
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "split-term",
+                f"the space after {text!r} splits the term: {following.text!r} is read as a "
+                f"separate term, which is not a mechanism either, {PERMERROR_NOTE}",
+                f"remove the space: {replacement!r}" if suggestion else "remove the space",
+                following.offset,
+                following.text,
+                domain,
+            )
+        )
+
+
+def _lint_syntax(report: LintReport, term: _Term, domain: str, reason: str) -> None:
+    """Report a known mechanism written wrongly with the parser's `reason` and the
+    mechanism's syntax; an address on its own gets the `ip4:`/`ip6:` it lacks."""
+    text = term.text
     version = _looks_like_ip(text)
     if version:
         report.add(
@@ -383,7 +430,7 @@ def _lint_term(
             Severity.ERROR,
             "syntax",
             f"{reason}, {PERMERROR_NOTE}",
-            _syntax_fix(raw_name.lower()),
+            _syntax_fix(_term_parts(text)[1].lower()),
             term.offset,
             text,
             domain,
@@ -405,8 +452,19 @@ def _syntax_fix(name: str) -> str:
 
 
 def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public: bool) -> None:
+    """Check the parsed terms together: modifiers, risky mechanisms, how the record ends,
+    and its own lookup count."""
     mechanisms = [t for t in terms if t.mechanism is not None]
     modifiers = [t for t in terms if t.modifier is not None]
+    seen = _lint_modifiers(report, modifiers, domain)
+    _lint_mechanisms(report, mechanisms, domain, public)
+    _lint_all(report, mechanisms, seen, domain)
+    _count_lookups(report, mechanisms, seen, domain)
+
+
+def _lint_modifiers(report: LintReport, modifiers: list[_Term], domain: str) -> dict[str, _Term]:
+    """Report repeated redirect=/exp= (a permerror) and modifiers receivers ignore; returns
+    the last term of each modifier name, for the checks that depend on redirect=."""
     seen: dict[str, _Term] = {}
     for term in modifiers:
         assert term.modifier is not None
@@ -436,7 +494,14 @@ def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public:
                     domain,
                 )
             )
-    all_terms = [t for t in mechanisms if t.mechanism and t.mechanism.name == "all"]
+    return seen
+
+
+def _lint_mechanisms(
+    report: LintReport, mechanisms: list[_Term], domain: str, public: bool
+) -> None:
+    """Report mechanisms that parse but are discouraged (ptr) or authorise the wrong
+    senders (networks checked by `_lint_network` when the record is `public`)."""
     for term in mechanisms:
         mech = term.mechanism
         assert mech is not None
@@ -454,104 +519,132 @@ def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public:
                 )
             )
         if mech.network is not None and public:
-            network = mech.network  # the whole network, so 0.0.0.0/0 is not "private"
-            if network.is_loopback or network.is_private or network.is_link_local:
-                kind = (
-                    "loopback"
-                    if network.is_loopback
-                    else "link-local"
-                    if network.is_link_local
-                    else "private or reserved"
-                )
-                report.add(
-                    Finding(
-                        Severity.WARNING,
-                        "private-address",
-                        f"{mech.network} is a {kind} address: no Internet sender has it",
-                        "list the public address the mail leaves from (NAT), or remove it",
-                        term.offset,
-                        term.text,
-                        domain,
-                    )
-                )
-            if mech.network.prefixlen < (8 if mech.network.version == 4 else 24):
-                report.add(
-                    Finding(
-                        Severity.WARNING,
-                        "wide-network",
-                        f"{mech.network} authorises a huge address range",
-                        "list only your senders' networks",
-                        term.offset,
-                        term.text,
-                        domain,
-                    )
-                )
-    if all_terms:
-        first = all_terms[0]
-        assert first.mechanism is not None
-        qualifier = first.mechanism.qualifier or "+"
-        if qualifier == "+":
-            report.add(
-                Finding(
-                    Severity.ERROR,
-                    "pass-all",
-                    f"{first.text!r} lets every host on the Internet send as this domain",
-                    "end with -all (or ~all while testing)",
-                    first.offset,
-                    first.text,
-                    domain,
-                )
-            )
-        elif qualifier == "?":
-            report.add(
-                Finding(
-                    Severity.WARNING,
-                    "neutral-all",
-                    "?all makes unlisted senders neutral: receivers treat them like no SPF at all",
-                    "end with -all (or ~all)",
-                    first.offset,
-                    first.text,
-                    domain,
-                )
-            )
-        after = [t for t in mechanisms if t.index > first.index]
-        if after:
-            report.add(
-                Finding(
-                    Severity.WARNING,
-                    "after-all",
-                    f"terms after {first.text!r} are never evaluated",
-                    "move them before 'all'",
-                    after[0].offset,
-                    after[0].text,
-                    domain,
-                )
-            )
-        if "redirect" in seen:
-            term = seen["redirect"]
-            report.add(
-                Finding(
-                    Severity.WARNING,
-                    "redirect-ignored",
-                    "redirect= is ignored because the record has an 'all' mechanism",
-                    "remove either the redirect= or the 'all'",
-                    term.offset,
-                    term.text,
-                    domain,
-                )
-            )
-    elif "redirect" not in seen:
+            _lint_network(report, term, domain)
+
+
+def _lint_network(report: LintReport, term: _Term, domain: str) -> None:
+    """Report an ip4:/ip6: network no Internet sender has (private, loopback, link-local)
+    or one so wide it authorises much of the Internet."""
+    assert term.mechanism is not None and term.mechanism.network is not None
+    network = term.mechanism.network  # the whole network, so 0.0.0.0/0 is not "private"
+    if network.is_loopback or network.is_private or network.is_link_local:
+        kind = (
+            "loopback"
+            if network.is_loopback
+            else "link-local"
+            if network.is_link_local
+            else "private or reserved"
+        )
         report.add(
             Finding(
                 Severity.WARNING,
-                "no-all",
-                "no 'all' and no redirect=: unlisted senders get 'neutral'",
-                "end the record with -all (or ~all)",
-                None,
-                "",
+                "private-address",
+                f"{network} is a {kind} address: no Internet sender has it",
+                "list the public address the mail leaves from (NAT), or remove it",
+                term.offset,
+                term.text,
                 domain,
             )
         )
+    if network.prefixlen < (8 if network.version == 4 else 24):
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "wide-network",
+                f"{network} authorises a huge address range",
+                "list only your senders' networks",
+                term.offset,
+                term.text,
+                domain,
+            )
+        )
+
+
+def _lint_all(
+    report: LintReport, mechanisms: list[_Term], seen: dict[str, _Term], domain: str
+) -> None:
+    """Check how the record ends: the first 'all' decides every sender not listed before
+    it, so terms after it and a redirect= are dead; with neither, senders get neutral."""
+    all_terms = [t for t in mechanisms if t.mechanism and t.mechanism.name == "all"]
+    if not all_terms:
+        if "redirect" not in seen:
+            report.add(
+                Finding(
+                    Severity.WARNING,
+                    "no-all",
+                    "no 'all' and no redirect=: unlisted senders get 'neutral'",
+                    "end the record with -all (or ~all)",
+                    None,
+                    "",
+                    domain,
+                )
+            )
+        return
+    first = all_terms[0]
+    _lint_all_qualifier(report, first, domain)
+    after = [t for t in mechanisms if t.index > first.index]
+    if after:
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "after-all",
+                f"terms after {first.text!r} are never evaluated",
+                "move them before 'all'",
+                after[0].offset,
+                after[0].text,
+                domain,
+            )
+        )
+    if "redirect" in seen:
+        term = seen["redirect"]
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "redirect-ignored",
+                "redirect= is ignored because the record has an 'all' mechanism",
+                "remove either the redirect= or the 'all'",
+                term.offset,
+                term.text,
+                domain,
+            )
+        )
+
+
+def _lint_all_qualifier(report: LintReport, first: _Term, domain: str) -> None:
+    """Report an 'all' that lets anyone send (+all) or says nothing about them (?all)."""
+    assert first.mechanism is not None
+    qualifier = first.mechanism.qualifier or "+"
+    if qualifier == "+":
+        report.add(
+            Finding(
+                Severity.ERROR,
+                "pass-all",
+                f"{first.text!r} lets every host on the Internet send as this domain",
+                "end with -all (or ~all while testing)",
+                first.offset,
+                first.text,
+                domain,
+            )
+        )
+    elif qualifier == "?":
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "neutral-all",
+                "?all makes unlisted senders neutral: receivers treat them like no SPF at all",
+                "end with -all (or ~all)",
+                first.offset,
+                first.text,
+                domain,
+            )
+        )
+
+
+def _count_lookups(
+    report: LintReport, mechanisms: list[_Term], seen: dict[str, _Term], domain: str
+) -> None:
+    """Set the record's own count of DNS-querying terms (a redirect= counts as one) and
+    report it over RFC 7208's limit; `lint_domain` adds what the includes query."""
     count = sum(1 for t in mechanisms if t.mechanism and t.mechanism.counts_lookup) + (
         1 if "redirect" in seen else 0
     )
@@ -565,6 +658,24 @@ def _lint_structure(report: LintReport, terms: list[_Term], domain: str, public:
                 f"{count} DNS-querying terms in this record alone (limit {LOOKUP_LIMIT}); "
                 "evaluation ends in permerror",
                 "replace a/mx/include terms with ip4:/ip6: ranges",
+                None,
+                "",
+                domain,
+            )
+        )
+
+
+def _lint_length(report: LintReport, record: str, domain: str) -> None:
+    """Warn when the record is longer than one TXT string holds (it must be split)."""
+    if len(record.encode()) > TXT_STRING_LIMIT:
+        report.add(
+            Finding(
+                Severity.WARNING,
+                "long-record",
+                f"the record is {len(record.encode())} bytes; one TXT string holds at most "
+                f"{TXT_STRING_LIMIT}",
+                'publish it as several quoted strings in one TXT record ("..." "..."); '
+                "receivers join them without spaces",
                 None,
                 "",
                 domain,
@@ -617,39 +728,53 @@ class _Walker:
         try:
             records, size = await _txt_records(domain, self.resolver)
         except (dns.exception.DNSException, ValueError) as exc:
-            if not via:
-                raise MxflowError(
-                    f"cannot look up TXT {domain}: {describe_dns_error(exc)}"
-                ) from exc
+            self._lookup_failed(domain, via, exc)
+            return None
+        spf = [r for r in records or [] if is_spf_record(b"".join(r).decode("latin-1"))]
+        if not spf:
+            self._no_spf(domain, via, records)
+            return None
+        self._check_published(domain, spf, size)
+        return b"".join(spf[0]).decode("latin-1")
+
+    def _lookup_failed(self, domain: str, via: str, exc: Exception) -> None:
+        """A failed TXT lookup: fatal for the domain asked about (there is nothing to lint),
+        a finding for an included one (receivers get temperror there)."""
+        if not via:
+            raise MxflowError(f"cannot look up TXT {domain}: {describe_dns_error(exc)}") from exc
+        self.report.add(
+            Finding(
+                Severity.ERROR,
+                "dns-error",
+                f"looking up TXT {domain} failed ({describe_dns_error(exc)}); receivers "
+                "get temperror",
+                "check the domain's name servers",
+                None,
+                via,
+                domain,
+            )
+        )
+
+    def _no_spf(self, domain: str, via: str, records: list[tuple[bytes, ...]] | None) -> None:
+        """Report an included or redirected-to domain without SPF (the domain asked about
+        gets its own finding from `lint_domain`)."""
+        what = "does not exist" if records is None else "has no SPF record"
+        if via:
             self.report.add(
                 Finding(
                     Severity.ERROR,
-                    "dns-error",
-                    f"looking up TXT {domain} failed ({describe_dns_error(exc)}); receivers "
-                    "get temperror",
-                    "check the domain's name servers",
+                    "include-without-spf",
+                    f"{via!r} points to {domain}, which {what}; evaluation ends in permerror",
+                    f"remove {via!r} or publish SPF at {domain}",
                     None,
                     via,
                     domain,
                 )
             )
-            return None
-        spf = [r for r in records or [] if is_spf_record(b"".join(r).decode("latin-1"))]
-        if not spf:
-            what = "does not exist" if records is None else "has no SPF record"
-            if via:
-                self.report.add(
-                    Finding(
-                        Severity.ERROR,
-                        "include-without-spf",
-                        f"{via!r} points to {domain}, which {what}; evaluation ends in permerror",
-                        f"remove {via!r} or publish SPF at {domain}",
-                        None,
-                        via,
-                        domain,
-                    )
-                )
-            return None
+
+    def _check_published(self, domain: str, spf: list[tuple[bytes, ...]], size: int) -> None:
+        """Report what breaks the published form: several SPF records, a TXT string over
+        255 bytes, an answer too large for UDP."""
         if len(spf) > 1:
             self.report.add(
                 Finding(
@@ -689,7 +814,6 @@ class _Walker:
                     domain,
                 )
             )
-        return b"".join(spf[0]).decode("latin-1")
 
     async def walk(self, domain: str, record: str, via: str = "") -> int:
         """Lint `record` of `domain` and everything it includes; returns its lookup count."""
@@ -721,43 +845,49 @@ class _Walker:
                 continue
             own += 1
             total += 1
-            target = mechanism.domain_spec or domain
-            if "%" in target:
+            total += await self._check_target(mechanism, term, domain, offset)
+        self.visiting.discard(domain.lower())
+        self._count(domain, own)
+        return total
+
+    async def _check_target(self, mechanism: Mechanism, term: str, domain: str, offset: int) -> int:
+        """Resolve what one DNS-querying mechanism points to (an include's record, an a/mx/
+        exists name); returns the lookups found below it."""
+        target = mechanism.domain_spec or domain
+        if "%" in target:
+            self.report.add(
+                Finding(
+                    Severity.INFO,
+                    "macro",
+                    f"{term!r} uses macros; its target depends on each message and is not "
+                    "checked here",
+                    "",
+                    offset,
+                    term,
+                    domain,
+                )
+            )
+            return 0
+        if mechanism.name == "include":
+            return await self.follow(target, term, domain, offset)
+        if mechanism.name in {"a", "exists"}:
+            await self.void_check(target, "A", term, domain, offset)
+        elif mechanism.name == "mx":
+            count = await self.void_check(target, "MX", term, domain, offset)
+            if count > MX_NAME_LIMIT:
                 self.report.add(
                     Finding(
-                        Severity.INFO,
-                        "macro",
-                        f"{term!r} uses macros; its target depends on each message and is not "
-                        "checked here",
-                        "",
+                        Severity.ERROR,
+                        "mx-limit",
+                        f"{target} has {count} MX records; 'mx' allows at most {MX_NAME_LIMIT} "
+                        "(permerror)",
+                        "use ip4:/ip6: for the mail servers instead",
                         offset,
                         term,
                         domain,
                     )
                 )
-                continue
-            if mechanism.name == "include":
-                total += await self.follow(target, term, domain, offset)
-            elif mechanism.name in {"a", "exists"}:
-                await self.void_check(target, "A", term, domain, offset)
-            elif mechanism.name == "mx":
-                count = await self.void_check(target, "MX", term, domain, offset)
-                if count > MX_NAME_LIMIT:
-                    self.report.add(
-                        Finding(
-                            Severity.ERROR,
-                            "mx-limit",
-                            f"{target} has {count} MX records; 'mx' allows at most {MX_NAME_LIMIT} "
-                            "(permerror)",
-                            "use ip4:/ip6: for the mail servers instead",
-                            offset,
-                            term,
-                            domain,
-                        )
-                    )
-        self.visiting.discard(domain.lower())
-        self._count(domain, own)
-        return total
+        return 0
 
     def _count(self, domain: str, lookups: int) -> None:
         """Add `domain`'s own lookups to the chain: a record included twice counts twice,
