@@ -752,7 +752,7 @@ def _rule_actions(t: _Table) -> dict[str, Any]:
         "stop": t.flag("stop", False),
     }
     t.done()
-    if not any(v for k, v in actions.items() if k != "stop") and scl is None:
+    if not any(actions.values()) and scl is None:
         raise t.error("set_scl", None, "at least one action (set_scl, add_headers, reject, ...)")
     return actions
 
