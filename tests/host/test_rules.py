@@ -145,3 +145,30 @@ def test_bad_rules_are_config_errors(tmp_path: Path, table: dict[str, Any], frag
     with pytest.raises(ConfigError) as err:
         rules(tmp_path, table)
     assert "mail_flow_rules[0]" in str(err.value) and fragment in str(err.value)
+
+
+def test_hostile_headers_get_an_answer_not_a_traceback(tmp_path: Path) -> None:
+    parsed = rules(
+        tmp_path,
+        GATEWAY_RULE,
+        {
+            "name": "any-from",
+            "conditions": {"sender_domain": ["fabrikam.test"]},
+            "actions": {"set_scl": 5},
+        },
+    )
+    garbage = (
+        b"X-Spam-Flag: \xff\xfeYES\x00\r\n"
+        b"From: <<<<@@@@>>>>\r\n"
+        + b"X-Long: "
+        + b"a" * 200_000
+        + b"\r\n"
+        + b"no colon line\r\n" * 10_000
+        + b"\r\nbody"
+    )
+    start = time.perf_counter()
+    decision = evaluate_rules(parsed, RuleInput(garbage, "not-an-ip", connector="from-gateway"))
+    assert decision.matched == [] and time.perf_counter() - start < 1.0
+    lf_only = b"X-Spam-Flag: YES\nFrom: a@fabrikam.test\n\nbody\n"
+    decision = evaluate_rules(parsed, RuleInput(lf_only, "127.10.10.1", connector="from-gateway"))
+    assert decision.matched == ["any-from", "gateway-spam-flag"] and decision.scl == 6

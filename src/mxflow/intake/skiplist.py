@@ -186,34 +186,14 @@ def recover_sender(
     ip = _addr(client_ip)
     if ip is None:
         return SkipListResult(True, settings.test_mode, client_ip, client_helo, reason="bad IP")
-    values = _received_values(headers)
-    pending = next(values, None)
-    if pending is not None and own_hostname and received_by(pending) == own_hostname.lower():
-        own = parse_received(pending)
-        if own is not None and own.ip == str(ip):
-            pending = next(values, None)
-    hop = Hop(str(ip), client_helo)
-    skipped: list[str] = []
-    for depth in range(MAX_HOPS + 1):
-        if _why_skip(ip, depth == 0, settings, private_ranges) is None:
-            break
-        skipped.append(hop.ip)
-        if pending is None:
-            why = f"every hop ({len(skipped)}) is skipped or private: no external sender found"
-            return _unrecovered(settings, client_ip, client_helo, skipped, why)
-        found = parse_received(pending)
-        if found is None:
-            why = f"Received line {depth + 1} names no client IP; the walk stops there"
-            return _unrecovered(settings, client_ip, client_helo, skipped, why)
-        parsed = _addr(found.ip)
-        assert parsed is not None
-        ip, hop = parsed, found
-        pending = next(values, None)
-    else:
-        why = f"more than {MAX_HOPS} skippable hops"
-        return _unrecovered(settings, client_ip, client_helo, skipped, why)
-    if not skipped:
-        why = "the connecting client is neither skip-listed nor private: nothing to skip"
+    hop, skipped, why = _walk(
+        _received_values(headers),
+        Hop(str(ip), client_helo),
+        settings,
+        private_ranges,
+        own_hostname,
+    )
+    if hop is None:
         return _unrecovered(settings, client_ip, client_helo, skipped, why)
     test = settings.test_mode
     return SkipListResult(
@@ -226,6 +206,46 @@ def recover_sender(
         reason=f"original sender {hop.ip} found after skipping {len(skipped)} hop(s)",
         headers=stamp(hop, test),
     )
+
+
+def _walk(
+    values: Iterator[str],
+    hop: Hop,
+    settings: EnhancedFiltering,
+    private: Sequence[IPNetwork],
+    own_hostname: str | None,
+) -> tuple[Hop | None, list[str], str]:
+    """From the connecting hop down: (the first hop not to skip, the skipped IPs, why
+    nothing was recovered). Reads one Received line per skipped hop, never further."""
+    pending = next(values, None)
+    if pending is not None and own_hostname and received_by(pending) == own_hostname.lower():
+        own = parse_received(pending)
+        if own is not None and own.ip == hop.ip:
+            pending = next(values, None)
+    skipped: list[str] = []
+    for depth in range(MAX_HOPS + 1):
+        ip = _addr(hop.ip)
+        assert ip is not None
+        if _why_skip(ip, depth == 0, settings, private) is None:
+            if not skipped:
+                return None, skipped, "the connecting client is neither skip-listed nor private"
+            return hop, skipped, ""
+        skipped.append(hop.ip)
+        if pending is None:
+            return (
+                None,
+                skipped,
+                f"every hop ({len(skipped)}) is skipped or private: no external sender found",
+            )
+        found = parse_received(pending)
+        if found is None:
+            return (
+                None,
+                skipped,
+                f"Received line {depth + 1} names no client IP; the walk stops there",
+            )
+        hop, pending = found, next(values, None)
+    return None, skipped, f"more than {MAX_HOPS} skippable hops"
 
 
 def _unrecovered(
