@@ -683,10 +683,20 @@ def _directory_entries(
             raise t.error("members", [], "a non-empty list of addresses")
         groups.append(GroupEntry(address, members))
         t.done()
+    raw_domains = top.data.get("accepted_domains")
+    domains = {
+        str(d.get("domain", "")).strip().lower().rstrip(".")
+        for d in (raw_domains if isinstance(raw_domains, list) else [])
+        if isinstance(d, dict)
+    }
     seen: set[str] = set()
     for address in [e.address for e in boxes] + [e.address for e in aliases + groups]:
         if address in seen:
             raise ConfigError(top.file, "mailboxes", address, "each address declared once")
+        if address.rpartition("@")[2] not in domains:
+            raise ConfigError(
+                top.file, "mailboxes", address, "an address in one of the [[accepted_domains]]"
+            )
         seen.add(address)
     return tuple(boxes), tuple(aliases), tuple(groups)
 

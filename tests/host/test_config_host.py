@@ -15,7 +15,10 @@ from tests.engine.helpers import node_config
 
 def host(tmp_path: Path, connector: dict[str, Any], **extra: Any) -> NodeConfig:
     base = {"name": "partner", "from": ["203.0.113.10"]}
-    return node_config("host", tmp_path, connectors=[base | connector], extra=extra)
+    domains = [{"domain": "contoso.com"}]
+    return node_config(
+        "host", tmp_path, connectors=[base | connector], domains=domains, extra=extra
+    )
 
 
 def test_enhanced_filtering_keys_by_connector(tmp_path: Path) -> None:
@@ -62,6 +65,7 @@ def test_the_callers_dict_is_not_changed(tmp_path: Path) -> None:
         ),
         ({}, {"groups": [{"address": "g@contoso.com", "members": []}]}, "non-empty"),
         ({}, {"host": {"lock_down": "yes"}}, "true or false"),
+        ({}, {"mailboxes": [{"address": "bob@fabrikam.test"}]}, "accepted_domains"),
     ],
 )
 def test_bad_host_keys(

@@ -9,6 +9,7 @@ from mxflow.config import DEFAULT_PRIVATE_RANGES, EnhancedFiltering
 from mxflow.intake.skiplist import (
     EXTERNAL_ORIGINAL,
     SKIP_LISTED,
+    apply_stamps,
     parse_received,
     recover_sender,
 )
@@ -197,3 +198,15 @@ def test_ten_thousand_received_lines_are_linear() -> None:
     garbage = b"no colon here\r\n" * 100_000 + b"\r\n"
     assert run(garbage, ef).sender_ip == GATEWAY
     assert time.perf_counter() - start < 2.0
+
+
+def test_incoming_stamps_are_replaced_by_ours() -> None:
+    forged = f"{SKIP_LISTED}: ip=[192.0.2.200];domain=trust.me\r\n\tcontinued\r\n"
+    headers = section(received("mail.fabrikam.test", ORIGIN, "gw"), forged)
+    result = run(headers, EnhancedFiltering(skip_last_hop=True))
+    stamped = apply_stamps(headers + b"body\r\n", result)
+    assert b"192.0.2.200" not in stamped and b"continued" not in stamped
+    assert stamped.startswith(
+        f"{SKIP_LISTED}: ip=[{ORIGIN}];domain=mail.fabrikam.test\r\n".encode()
+    )
+    assert stamped.endswith(b"Subject: hi\r\n\r\nbody\r\n")

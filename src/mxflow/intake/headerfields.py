@@ -10,7 +10,7 @@ can treat it as malformed rather than silently merge it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 MAX_FIELD = 64 * 1024  # a longer (unfolded) field is cut here; its tail is never scanned
 
@@ -58,3 +58,29 @@ def iter_fields(section: bytes) -> Iterator[tuple[str, str]]:
 def _value(parts: list[bytes]) -> str:
     joined = b" ".join(p.strip(b" \t") for p in parts)
     return joined.decode("utf-8", "replace").replace("\0", "\ufffd")
+
+
+def rewrite_headers(
+    raw: bytes, *, remove: Iterable[str] = (), prepend: Iterable[tuple[str, str]] = ()
+) -> bytes:
+    """`raw` without every field named in `remove` (case-insensitive, folded lines too),
+    with `prepend` added on top. One pass over the header section; the body is untouched."""
+    end = raw.find(b"\r\n\r\n")
+    head, body = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
+    drop = {n.strip().lower().encode() for n in remove}
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = bool(drop) and line.split(b":", 1)[0].strip().lower() in drop
+        if not skipping:
+            kept.append(line)
+    added = b"".join(f"{n}: {_one_line(v)}\r\n".encode("utf-8", "replace") for n, v in prepend)
+    return added + b"".join(kept) + body
+
+
+def _one_line(value: str) -> str:
+    return "".join(" " if c in "\r\n\0" else c for c in value)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mxflow.config import MailFlowRule
-from mxflow.intake.headerfields import iter_fields
+from mxflow.intake.headerfields import iter_fields, rewrite_headers
 
 MAX_VALUE = 8 * 1024
 
@@ -191,18 +191,4 @@ def describe_actions(rule: MailFlowRule) -> list[str]:
 def apply_header_changes(raw: bytes, decision: RuleDecision) -> bytes:
     """`raw` with the decided header fields removed (every instance, folded lines too)
     and the added ones prepended. The body is untouched; one pass over the headers."""
-    end = raw.find(b"\r\n\r\n")
-    head, body = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
-    drop = {n.lower().encode() for n in decision.remove_headers}
-    kept: list[bytes] = []
-    skipping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line)
-            continue
-        skipping = line.split(b":", 1)[0].strip().lower() in drop
-        if not skipping:
-            kept.append(line)
-    added = b"".join(f"{n}: {v}\r\n".encode("utf-8", "replace") for n, v in decision.add_headers)
-    return added + b"".join(kept) + body
+    return rewrite_headers(raw, remove=decision.remove_headers, prepend=decision.add_headers)

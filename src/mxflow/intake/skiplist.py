@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mxflow.config import EnhancedFiltering, IPNetwork
-from mxflow.intake.headerfields import iter_fields
+from mxflow.intake.headerfields import iter_fields, rewrite_headers
 
 SKIP_LISTED = "X-MS-Exchange-SkipListedInternetSender"
 EXTERNAL_ORIGINAL = "X-MS-Exchange-ExternalOriginalInternetSender"
@@ -126,6 +126,12 @@ def received_by(value: str) -> str:
     low = value[: _CLAUSE * 4].lower()
     at = low.find(" by ")
     return low[at + 4 :].split(None, 1)[0] if at >= 0 and low[at + 4 :].split() else ""
+
+
+def apply_stamps(raw: bytes, result: SkipListResult) -> bytes:
+    """`raw` without any incoming enhanced-filtering stamp (a sender cannot pre-stamp),
+    with this result's stamps on top."""
+    return rewrite_headers(raw, remove=STAMP_HEADERS, prepend=result.headers)
 
 
 def in_scope(settings: EnhancedFiltering, rcpt_tos: Sequence[str]) -> bool:
