@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.store.directory import Directory, DirectoryError
+from mxflow.store.directory import Directory, DirectoryError, record_expansion
+from mxflow.store.trace import TraceStore
 
 
 def seeded(tmp_path: Path) -> Directory:
@@ -104,3 +105,26 @@ def test_export_lists_valid_recipients_of_accepting_authoritative_domains(tmp_pa
             "robert@contoso.com",
             "team@contoso.com",
         ]
+
+
+def test_expansion_is_traced_as_expanded(tmp_path: Path) -> None:
+    with seeded(tmp_path) as d, TraceStore(tmp_path / "trace.sqlite", node="host") as trace:
+        record_expansion(trace, "Q1", d.expand("team@contoso.com"), message_id="<m@x>")
+        record_expansion(trace, "Q1", d.expand("bob@contoso.com"))  # a mailbox: no row
+        trace.flush()
+        rows = [(e.recipient, e.status, e.detail) for e in trace.by_queue_id("Q1")]
+    assert rows == [
+        (
+            "team@contoso.com",
+            "Expanded",
+            "expanded to alice@contoso.com, robert@contoso.com, x@fabrikam.test",
+        ),
+        ("robert@contoso.com", "Expanded", "expanded to bob@contoso.com"),
+    ]
+
+
+def test_an_unusable_directory_file_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "directory.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(DirectoryError, match="cannot open the directory"):
+        Directory(bad)

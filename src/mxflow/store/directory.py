@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Literal
 
 from mxflow.errors import MxflowError
+from mxflow.store.trace import STATUS_EXPANDED, TraceStore
 
 FILE_NAME = "directory.sqlite"
 CONFIG = "config"
@@ -133,11 +134,14 @@ class Directory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Lookups may run in a worker thread (asyncio.to_thread) other than the opener's.
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Lookups may run in a worker thread (asyncio.to_thread), not the opener's.
+            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DirectoryError(f"{self.path}: cannot open the directory ({exc})") from None
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Directory:
@@ -424,3 +428,19 @@ class Directory:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return len(addresses)
+
+
+def record_expansion(
+    trace: TraceStore, queue_id: str, expansion: Expansion, *, message_id: str = ""
+) -> None:
+    """One trace row with status Expanded per alias or group `expansion` went through,
+    naming what it became (the reference's message trace shows these rows)."""
+    for source, targets in expansion.expanded:
+        trace.record(
+            queue_id,
+            "expanded",
+            message_id=message_id,
+            recipient=source,
+            status=STATUS_EXPANDED,
+            detail="expanded to " + ", ".join(targets),
+        )
