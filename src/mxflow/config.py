@@ -519,7 +519,8 @@ _SCL_OPS = ("<=", ">=", "<", ">", "=")
 @dataclass(frozen=True)
 class EnhancedFiltering:
     """Enhanced Filtering for Connectors on one inbound connector (EFSkipLastIP, EFSkipIPs,
-    EFUsers, EFTestMode of the reference host)."""
+    EFUsers, EFTestMode of the reference host). `skip_last_hop` and `skip_ips` are
+    alternatives, as there: skip only the last hop, or the listed IPs."""
 
     skip_last_hop: bool = False
     skip_ips: tuple[IPNetwork, ...] = ()
@@ -649,6 +650,12 @@ def _enhanced_filtering(
     )
     bypass = t.flag("scl_bypass", False)
     t.done()
+    if ef.skip_last_hop and skip_ips:
+        raise t.error(
+            "skip_ips",
+            [str(n) for n in skip_ips],
+            "no skip_ips with skip_last_hop = true (EFSkipIPs applies when EFSkipLastIP is false)",
+        )
     if (users or ef.test_mode) and not ef.enabled:
         raise t.error("skip_ips", None, "skip_ips, or skip_last_hop = true, to use ef_* keys")
     if bypass and ef.enabled:

@@ -54,6 +54,7 @@ def test_the_callers_dict_is_not_changed(tmp_path: Path) -> None:
         ({"skip_ips": ["nonsense"]}, {}, "an IP, a CIDR block or a range"),
         ({"skip_ips": ["1.2.3.4-::1"]}, {}, "range"),
         ({"skip_last_hop": True, "scl_bypass": True}, {}, "scl_bypass"),
+        ({"skip_last_hop": True, "skip_ips": ["203.0.113.1"]}, {}, "EFSkipLastIP is false"),
         ({"skip_last_hop": True, "ef_users": ["not-an-address"]}, {}, "an address"),
         ({"ef_test_mode": True}, {}, "skip_ips"),
         ({"skip_lasthop": True}, {}, "no such key"),

@@ -86,6 +86,16 @@ def test_a_forged_chain_cannot_choose_the_ip() -> None:
     assert result.skipped == (GATEWAY,)
 
 
+def test_skip_last_hop_skips_only_the_last_hop() -> None:
+    headers = section(
+        received("archiver.test", ARCHIVER, "gw.partner.test"),
+        received("mail.fabrikam.test", ORIGIN, "archiver.test"),
+    )
+    ef = EnhancedFiltering(skip_last_hop=True, skip_ips=nets("198.51.100.0/24"))
+    result = run(headers, ef)  # skip_ips is ignored in this mode (config refuses both)
+    assert result.sender_ip == ARCHIVER and result.skipped == (GATEWAY,)
+
+
 def test_private_hops_are_skipped_on_their_own() -> None:
     headers = section(
         received("relay.internal", "10.1.2.3", "gw.partner.test"),

@@ -2,15 +2,18 @@
 
 When mail reaches the host through a third party (scenario 2, or a gateway), the host
 sees only the third party's IP, so SPF, DMARC and IP blocklists judge the wrong machine.
-The reference host lets an inbound connector name the hops to skip (EFSkipLastIP,
-EFSkipIPs); it then walks the `Received:` lines from the top (newest), skipping those hops
-and private addresses, and takes the first address it may not skip as the original
-sender. Only lines at or above that hop are read: everything below was written by the
-original sender or before it, so it is untrusted and must never choose the IP (a spammer
-can prepend any number of forged `Received:` lines to the message it sends).
+The reference host lets an inbound connector name the hops to skip: either the last
+hop only (EFSkipLastIP = true) or the listed IPs (EFSkipIPs, used when EFSkipLastIP is
+false: the two are alternatives, as in Set-InboundConnector). It then walks the
+`Received:` lines from the top (newest), skipping those hops and private addresses, and
+takes the first address it may not skip as the original sender. Only lines at or above
+that hop are read: everything below was written by the original sender or before it, so
+it is untrusted and must never choose the IP (a spammer can prepend any number of
+forged `Received:` lines to the message it sends).
 
-Scoping follows the reference (DESIGN.md §1): with EFUsers set, enhanced filtering applies
-only when *every* recipient is listed; a message with a mix of listed and unlisted
+Scoping: with EFUsers set, enhanced filtering applies only when *every* recipient is
+listed (DESIGN.md §1; the cmdlet reference says only "the recipients that Enhanced
+Filtering for Connectors applies to"); a message with a mix of listed and unlisted
 recipients is filtered as without it. In test mode (EFTestMode) the walk runs and its
 finding is stamped, but the checks act on the connecting IP as without enhanced filtering.
 
@@ -144,9 +147,10 @@ def in_scope(settings: EnhancedFiltering, rcpt_tos: Sequence[str]) -> bool:
 def _why_skip(
     ip: IPAddress, first: bool, settings: EnhancedFiltering, private: Sequence[IPNetwork]
 ) -> str | None:
-    if first and settings.skip_last_hop:
-        return "last hop"
-    if any(ip in net for net in settings.skip_ips):
+    if settings.skip_last_hop:
+        if first:
+            return "last hop"
+    elif any(ip in net for net in settings.skip_ips):
         return "skip-listed"
     if any(ip in net for net in private):
         return "private"
