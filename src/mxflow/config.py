@@ -673,7 +673,10 @@ def _directory_entries(
     """[[mailboxes]], [[aliases]] and [[groups]]."""
     boxes: list[MailboxEntry] = []
     for t in top.tables("mailboxes"):
-        boxes.append(MailboxEntry(_address(t, t.key("address"), t.raw("address")), t.text("name")))
+        name = t.text("name")
+        if not name.isprintable():
+            raise t.error("name", name, "a display name on one line")
+        boxes.append(MailboxEntry(_address(t, t.key("address"), t.raw("address")), name))
         t.done()
     aliases: list[AliasEntry] = []
     for t in top.tables("aliases"):
@@ -789,6 +792,51 @@ def _mail_flow_rules(top: _Table) -> tuple[MailFlowRule, ...]:
     return tuple(sorted(rules, key=lambda r: r.priority))
 
 
+def _connector_tables(top: _Table) -> list[dict[str, Any]]:
+    """The [[inbound_connectors]] tables as raw dicts (malformed entries left out)."""
+    raw = top.data.get("inbound_connectors")
+    return [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
+
+
+def _take_connector_ef(
+    top: _Table, private: tuple[IPNetwork, ...]
+) -> tuple[dict[str, EnhancedFiltering], set[str]]:
+    """Read the enhanced-filtering keys of each [[inbound_connectors]] table (by connector
+    name) and rebind `top.data` to a copy without them, for `_connector` to read next."""
+    raw = top.data.get("inbound_connectors")
+    ef: dict[str, EnhancedFiltering] = {}
+    bypass: set[str] = set()
+    if not isinstance(raw, list):
+        return ef, bypass
+    stripped: list[Any] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            stripped.append(item)
+            continue
+        sub = {k: v for k, v in item.items() if k in _EF_KEYS}
+        name = str(item.get("name", f"connector{i}"))
+        settings, scl_bypass = _enhanced_filtering(
+            _Table(top.file, f"inbound_connectors[{i}]", sub), private
+        )
+        if settings.enabled:
+            ef[name] = settings
+        if scl_bypass:
+            bypass.add(name)
+        stripped.append({k: v for k, v in item.items() if k not in _EF_KEYS})
+    top.data = {**top.data, "inbound_connectors": stripped}
+    return ef, bypass
+
+
+def _check_rule_connectors(top: _Table, rules: tuple[MailFlowRule, ...]) -> None:
+    """A rule naming a connector that does not exist would silently never match."""
+    names = {str(c.get("name", f"connector{i}")) for i, c in enumerate(_connector_tables(top))}
+    for rule in rules:
+        for name in rule.connectors:
+            if name not in names:
+                expected = f"an inbound connector name ({', '.join(sorted(names)) or 'none'})"
+                raise ConfigError(top.file, "mail_flow_rules", name, expected)
+
+
 def _host_config(top: _Table) -> HostConfig:
     """Every host key: [host], [enhanced_filtering], the connectors' enhanced-filtering keys,
     [[mailboxes]], [[aliases]], [[groups]] and [[mail_flow_rules]].
@@ -805,27 +853,10 @@ def _host_config(top: _Table) -> HostConfig:
     if "private_ranges" in et.data:
         private = _ip_ranges(et, "private_ranges")
     et.done()
-    raw = top.data.get("inbound_connectors")
-    ef: dict[str, EnhancedFiltering] = {}
-    bypass: set[str] = set()
-    if isinstance(raw, list):
-        stripped: list[Any] = []
-        for i, item in enumerate(raw):
-            if not isinstance(item, dict):
-                stripped.append(item)
-                continue
-            sub = {k: v for k, v in item.items() if k in _EF_KEYS}
-            name = item.get("name", f"connector{i}")
-            settings, scl_bypass = _enhanced_filtering(
-                _Table(top.file, f"inbound_connectors[{i}]", sub), private
-            )
-            if settings.enabled:
-                ef[str(name)] = settings
-            if scl_bypass:
-                bypass.add(str(name))
-            stripped.append({k: v for k, v in item.items() if k not in _EF_KEYS})
-        top.data = {**top.data, "inbound_connectors": stripped}
+    ef, bypass = _take_connector_ef(top, private)
     boxes, aliases, groups = _directory_entries(top)
+    rules = _mail_flow_rules(top)
+    _check_rule_connectors(top, rules)
     warnings = [
         f"inbound connector {n!r}: scl_bypass = true sets SCL -1 for everything it sends;"
         " shared gateway IPs let anyone through unfiltered (prefer enhanced filtering)"
@@ -844,7 +875,7 @@ def _host_config(top: _Table) -> HostConfig:
         mailboxes=boxes,
         aliases=aliases,
         groups=groups,
-        mail_flow_rules=_mail_flow_rules(top),
+        mail_flow_rules=rules,
         warnings=tuple(warnings),
     )
 

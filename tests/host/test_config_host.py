@@ -66,6 +66,16 @@ def test_the_callers_dict_is_not_changed(tmp_path: Path) -> None:
         ),
         ({}, {"groups": [{"address": "g@contoso.com", "members": []}]}, "non-empty"),
         ({}, {"host": {"lock_down": "yes"}}, "true or false"),
+        ({}, {"mailboxes": [{"address": "bob@contoso.com", "name": "B\r\nX: y"}]}, "one line"),
+        (
+            {},
+            {
+                "mail_flow_rules": [
+                    {"conditions": {"connector": ["typo"]}, "actions": {"set_scl": 6}}
+                ]
+            },
+            "an inbound connector name",
+        ),
         ({}, {"mailboxes": [{"address": "bob@fabrikam.test"}]}, "accepted_domains"),
     ],
 )
