@@ -169,6 +169,6 @@ def test_hostile_headers_get_an_answer_not_a_traceback(tmp_path: Path) -> None:
     start = time.perf_counter()
     decision = evaluate_rules(parsed, RuleInput(garbage, "not-an-ip", connector="from-gateway"))
     assert decision.matched == [] and time.perf_counter() - start < 1.0
-    lf_only = b"X-Spam-Flag: YES\nFrom: a@fabrikam.test\n\nbody\n"
+    lf_only = b"X-Spam-Flag : YES\nFrom: a@fabrikam.test\n\nbody\n"
     decision = evaluate_rules(parsed, RuleInput(lf_only, "127.10.10.1", connector="from-gateway"))
     assert decision.matched == ["any-from", "gateway-spam-flag"] and decision.scl == 6

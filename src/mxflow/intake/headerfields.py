@@ -45,8 +45,8 @@ def iter_fields(section: bytes) -> Iterator[tuple[str, str]]:
         if name is not None:
             yield name, _value(parts)
         colon = line.find(b":")
-        raw_name = line[:colon] if colon > 0 else b""
-        if colon <= 0 or not all(33 <= c <= 126 for c in raw_name):
+        raw_name = line[:colon].rstrip(b" \t") if colon > 0 else b""  # obs-field "Name :"
+        if not raw_name or not all(33 <= c <= 126 for c in raw_name):
             name, parts, size = "", [line[:MAX_FIELD]], len(line)
         else:
             name = raw_name.decode("ascii")

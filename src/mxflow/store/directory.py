@@ -175,7 +175,7 @@ class Directory:
             for domain, kind in domains:
                 db.execute(
                     "INSERT OR REPLACE INTO domains VALUES (?, ?, ?, '', ?, ?, ?)",
-                    (normalise_domain(domain), kind, VERIFIED, CONFIG, now, now),
+                    (domain.strip().lower().rstrip("."), kind, VERIFIED, CONFIG, now, now),
                 )
             old = [
                 r[0]
