@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "filter",
     "quarantine",
     "lab",
+    "host",
 )
 
 

@@ -41,4 +41,6 @@ def run_check(args: argparse.Namespace) -> int:
     if config.dns_resolver:
         print(f"  dns resolver: {config.dns_resolver}")
     print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
+    for warning in config.host.warnings:
+        print(f"  warning: {warning}")
     return 0
