@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mxflow.dns.zone import parse_zone
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from tests.clirun import ROOT, assert_one_line_error, mxflow
 from tests.dnsserver import serve_zone_text
 from tests.engine.helpers import RawSmtp, node_config

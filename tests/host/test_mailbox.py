@@ -16,7 +16,7 @@ from mxflow.delivery.mailbox import (
     read_maildir,
 )
 from mxflow.intake.rules import RuleInput, evaluate_rules
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from tests.clirun import ROOT
 from tests.engine.helpers import RawSmtp, message, stuffed, wait_for
 

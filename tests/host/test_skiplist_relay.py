@@ -13,7 +13,7 @@ from pathlib import Path
 from mxflow.config import EnhancedFiltering, NodeConfig
 from mxflow.intake.skiplist import SKIP_LISTED, recover_sender
 from mxflow.mail import header_section
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from tests.conftest import unique_loopback
 from tests.engine.helpers import (
