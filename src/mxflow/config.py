@@ -583,7 +583,8 @@ class HostConfig:
     """The mailbox host's settings: directory entries declared in the TOML (in force at
     start, without verification), enhanced filtering per connector, mail flow rules."""
 
-    lock_down: bool = False
+    lock_down: bool = False  # mail for accepted domains only through an inbound connector
+    reject_direct_send: bool = True  # MAIL FROM an accepted domain, no connector: refused
     private_ranges: tuple[IPNetwork, ...] = DEFAULT_PRIVATE_RANGES
     enhanced_filtering: dict[str, EnhancedFiltering] = field(default_factory=dict)
     scl_bypass: frozenset[str] = frozenset()
@@ -838,6 +839,20 @@ def _check_rule_connectors(top: _Table, rules: tuple[MailFlowRule, ...]) -> None
                 raise ConfigError(top.file, "mail_flow_rules", name, expected)
 
 
+def _refuse_host_recipient_lists(file: str, accepted: list[AcceptedDomain]) -> None:
+    """A host's recipients are its directory's: a `recipients` list beside it would be a
+    second, silently ignored truth."""
+    for i, d in enumerate(accepted):
+        if d.recipients or (d.type == "authoritative" and d.any_recipient):
+            raise ConfigError(
+                file,
+                f"accepted_domains[{i}].recipients",
+                sorted(d.recipients) or "any",
+                "no recipients key on a host: declare [[mailboxes]], [[aliases]] and"
+                " [[groups]] (or `mxflow host mailbox add`)",
+            )
+
+
 def _host_config(top: _Table) -> HostConfig:
     """Every host key: [host], [enhanced_filtering], the connectors' enhanced-filtering keys,
     [[mailboxes]], [[aliases]], [[groups]] and [[mail_flow_rules]].
@@ -848,6 +863,7 @@ def _host_config(top: _Table) -> HostConfig:
     """
     ht = top.table("host") or _Table(top.file, "host", {})
     lock_down = ht.flag("lock_down", False)
+    reject_direct_send = ht.flag("reject_direct_send", True)
     ht.done()
     et = top.table("enhanced_filtering") or _Table(top.file, "enhanced_filtering", {})
     private = DEFAULT_PRIVATE_RANGES
@@ -863,13 +879,14 @@ def _host_config(top: _Table) -> HostConfig:
         " shared gateway IPs let anyone through unfiltered (prefer enhanced filtering)"
         for n in sorted(bypass)
     ]
-    if lock_down:
+    if lock_down and not top.data.get("inbound_connectors"):
         warnings.append(
-            "host.lock_down = true is parsed but not yet enforced by the SMTP intake"
-            " (pending the intake pipeline)"
+            "host.lock_down = true with no [[inbound_connectors]]: every message for the"
+            " accepted domains is refused (550 5.7.51); add the gateway's connector"
         )
     return HostConfig(
         lock_down=lock_down,
+        reject_direct_send=reject_direct_send,
         private_ranges=private,
         enhanced_filtering=ef,
         scl_bypass=frozenset(bypass),
@@ -910,6 +927,8 @@ def parse_config(
         raise ConfigError(file, "listeners", None, "at least one [[listeners]] table")
     accepted = [_accepted_domain(t, dd) for t in top.tables("accepted_domains")]
     host_config = _host_config(top)  # before connectors: it takes their enhanced-filtering keys
+    if role == "host":
+        _refuse_host_recipient_lists(file, accepted)
     connectors = [_connector(t, i) for i, t in enumerate(top.tables("inbound_connectors"))]
     routes = [_route(t, i, dd) for i, t in enumerate(top.tables("routes"))]
 

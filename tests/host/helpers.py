@@ -20,7 +20,6 @@ tls = "none"
 [[accepted_domains]]
 domain = "contoso.com"
 type = "authoritative"
-recipients = ["bob@contoso.com", "alice@contoso.com"]
 
 [[mailboxes]]
 address = "bob@contoso.com"

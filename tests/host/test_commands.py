@@ -129,7 +129,8 @@ async def test_config_check_on_bypass_enhanced_filtering_and_lock_down(tmp_path:
             0,
             "OK",
         ),
-        "lock": ("\n[host]\nlock_down = true\n", 0, "not yet enforced"),
+        "lock": ("\n[host]\nlock_down = true\n", 0, "every message for the accepted domains"),
+        "lock-ok": (connector + "[host]\nlock_down = true\n", 0, "OK"),
         "users-alone": (connector + 'ef_users = ["bob@contoso.com"]\n', 2, "skip_ips"),
     }
     for name, (extra, want, fragment) in cases.items():

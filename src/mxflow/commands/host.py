@@ -21,7 +21,7 @@ from typing import Any
 from mxflow.commands import Subparsers
 from mxflow.config import NodeConfig, load_config
 from mxflow.errors import MxflowError
-from mxflow.store.directory import Directory, DomainEntry, RecipientEntry
+from mxflow.store.directory import Directory, DomainEntry, RecipientEntry, open_directory
 
 
 def _common() -> argparse.ArgumentParser:
@@ -131,19 +131,6 @@ def _register_group(hsub: Subparsers, common: argparse.ArgumentParser) -> None:
     mem.add_argument("--remove", action="append", default=[], metavar="MEMBER")
     mem.add_argument("--json", action="store_true")
     mem.set_defaults(handler=run_members)
-
-
-def open_directory(config: NodeConfig) -> Directory:
-    """The node's directory with the entries its TOML declares copied in (in force now)."""
-    directory = Directory.in_data_dir(config.data_dir)
-    host = config.host
-    directory.sync_config(
-        [(d.domain, d.type) for d in config.accepted_domains],
-        [(m.address, m.display_name) for m in host.mailboxes],
-        [(a.address, a.target) for a in host.aliases],
-        [(g.address, g.members) for g in host.groups],
-    )
-    return directory
 
 
 def _directory(args: argparse.Namespace) -> tuple[NodeConfig, Directory]:

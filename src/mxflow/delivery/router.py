@@ -32,8 +32,11 @@ class Router:
         config: NodeConfig,
         pool: ConnectionPool,
         resolver: dns.asyncresolver.Resolver | None,
+        *,
+        mailboxes: bool = False,
     ) -> None:
         self.config = config
+        self.mailboxes = mailboxes  # Maildir routes are a mailbox host's mailboxes
         self.pool = pool
         self.resolver = resolver
         self._targets: dict[str, DeliveryTarget] = {}
@@ -47,7 +50,9 @@ class Router:
         found = self._targets.get(route.name)
         if found is None:
             if route.maildir is not None:
-                found = MaildirTarget(route.maildir, fsync=self.config.server.fsync)
+                found = MaildirTarget(
+                    route.maildir, fsync=self.config.server.fsync, mailboxes=self.mailboxes
+                )
             else:
                 found = SmtpRelayTarget(route, self.pool, self.resolver)
             self._targets[route.name] = found
@@ -75,8 +80,9 @@ class Router:
         body_8bit: bool = False,
         smtputf8: bool = False,
         queue_id: str = "",
+        junk: bool = False,
     ) -> dict[str, Reply]:
         if hop.target is None:
             return {r: Reply(550, f"5.4.4 no route to {hop.domain}") for r in rcpts}
-        parcel = Parcel(mail_from, rcpts, raw, hop.domain, queue_id, body_8bit, smtputf8)
+        parcel = Parcel(mail_from, rcpts, raw, hop.domain, queue_id, body_8bit, smtputf8, junk)
         return await hop.target.deliver(parcel)

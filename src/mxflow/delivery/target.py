@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mxflow.delivery.mailbox import deliver_maildir
+from mxflow.delivery.mailbox import INBOX, JUNK, deliver_maildir
 from mxflow.smtp.client import Reply
 
 
@@ -29,6 +29,7 @@ class Parcel:
     queue_id: str = ""
     body_8bit: bool = False
     smtputf8: bool = False
+    junk: bool = False  # the verdict filed it as spam: a mailbox puts it in Junk
 
 
 class DeliveryTarget(Protocol):
@@ -40,14 +41,30 @@ class DeliveryTarget(Protocol):
 
 
 class MaildirTarget:
-    """Local delivery into one Maildir per recipient under `root`."""
+    """Local delivery into one Maildir per recipient under `root`.
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    As a mailbox host's (`mailboxes=True`) it files junk in the `Junk` folder and adds
+    `Return-Path` and `Delivered-To`, as final delivery does; as a plain sink it stores
+    the message exactly as relayed.
+    """
+
+    def __init__(self, root: Path, *, fsync: bool = True, mailboxes: bool = False) -> None:
         self.name = f"maildir:{root}"
         self.root = root
         self.fsync = fsync
+        self.mailboxes = mailboxes
 
     async def deliver(self, parcel: Parcel) -> dict[str, Reply]:
+        if not self.mailboxes:
+            return await deliver_maildir(
+                self.root, parcel.rcpts, parcel.queue_id, parcel.raw, fsync=self.fsync
+            )
         return await deliver_maildir(
-            self.root, parcel.rcpts, parcel.queue_id, parcel.raw, fsync=self.fsync
+            self.root,
+            parcel.rcpts,
+            parcel.queue_id,
+            parcel.raw,
+            fsync=self.fsync,
+            folder=JUNK if parcel.junk else INBOX,
+            mail_from=parcel.mail_from,
         )

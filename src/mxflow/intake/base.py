@@ -41,12 +41,19 @@ class Transaction:
     smtputf8: bool = False
     body_8bit: bool = False
     message_id: str = ""
+    sender_ip: str = ""  # whom the checks judge: the client, or the original sender (EF)
     verdict: Verdict | None = None  # set by the filtering stage
+    scl: int | None = None  # the SCL as it stands (filter, then mail flow rules)
     disposition: Disposition = Disposition.SPOOL
-    action: str = ""  # the verdict's action as stored with the message ("junk", ...)
+    action: str = ""  # as stored with the message: "junk" files it in Junk at the mailbox
     reply: str | None = None  # set by the stage that ends the transaction
     stored: bool = False  # the spool holds it under `queue_id`
     notes: list[str] = field(default_factory=list)  # for the trace
+
+    def set_scl(self, scl: int) -> None:
+        """A new SCL (a mail flow rule): 5 and above is junk, below it is the Inbox."""
+        self.scl = scl
+        self.action = "junk" if scl >= 5 else "deliver"
 
     def prepend(self, header: bytes) -> None:
         """Add header lines (wire bytes, CRLF-terminated) on top of the message."""

@@ -8,7 +8,7 @@ DELIVER and JUNK go on to be stamped and spooled.
 from __future__ import annotations
 
 from mxflow.intake.base import Disposition, Filter, Transaction
-from mxflow.mail import Action, Phase, Verdict
+from mxflow.mail import Action, Phase, Symbol, Verdict
 from mxflow.smtp.replies import reply_line
 
 
@@ -22,15 +22,29 @@ def refusal(verdict: Verdict) -> str | None:
 
 
 class FilterStage:
+    """The checks' verdict; a connector in `bypass` (the discouraged "SCL -1 for this
+    connector") skips them: everything it sends is delivered unfiltered."""
+
     name = "filter"
 
-    def __init__(self, filter: Filter) -> None:
+    def __init__(self, filter: Filter, *, bypass: frozenset[str] = frozenset()) -> None:
         self.filter = filter
+        self.bypass = bypass
 
     async def run(self, tx: Transaction) -> None:
         tx.ctx.raw = tx.raw
+        connector = tx.session.connector
+        if connector is not None and connector in self.bypass:
+            tx.verdict = Verdict(
+                scl=-1,
+                reason=f"connector {connector} bypasses filtering (SCL -1)",
+                symbols=[Symbol("CONNECTOR_SCL_BYPASS", 0.0, connector)],
+            )
+            tx.scl, tx.action = -1, Action.DELIVER.value
+            return
         verdict = await self.filter.evaluate(tx.ctx, Phase.DATA)
         tx.verdict = verdict
+        tx.scl = verdict.scl
         tx.reply = refusal(verdict)
         if tx.reply is None:
             if verdict.action is Action.QUARANTINE:

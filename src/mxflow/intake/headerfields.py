@@ -61,13 +61,19 @@ def _value(parts: list[bytes]) -> str:
 
 
 def rewrite_headers(
-    raw: bytes, *, remove: Iterable[str] = (), prepend: Iterable[tuple[str, str]] = ()
+    raw: bytes,
+    *,
+    remove: Iterable[str] = (),
+    prepend: Iterable[tuple[str, str]] = (),
+    remove_prefixes: Iterable[str] = (),
 ) -> bytes:
-    """`raw` without every field named in `remove` (case-insensitive, folded lines too),
-    with `prepend` added on top. One pass over the header section; the body is untouched."""
+    """`raw` without every field named in `remove` or starting with one of
+    `remove_prefixes` (case-insensitive, folded lines too), with `prepend` added on top.
+    One pass over the header section; the body is untouched."""
     end = raw.find(b"\r\n\r\n")
     head, body = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
     drop = {n.strip().lower().encode() for n in remove}
+    prefixes = tuple(p.strip().lower().encode() for p in remove_prefixes)
     kept: list[bytes] = []
     skipping = False
     for line in head.splitlines(keepends=True):
@@ -75,7 +81,8 @@ def rewrite_headers(
             if not skipping:
                 kept.append(line)
             continue
-        skipping = bool(drop) and line.split(b":", 1)[0].strip().lower() in drop
+        name = line.split(b":", 1)[0].strip().lower()
+        skipping = name in drop or (bool(prefixes) and name.startswith(prefixes))
         if not skipping:
             kept.append(line)
     added = b"".join(f"{n}: {_one_line(v)}\r\n".encode("utf-8", "replace") for n, v in prepend)

@@ -59,6 +59,7 @@ class Inbound:
     def _context(self) -> MessageContext:
         """The connection's check context, brought up to date with the session."""
         s, ctx = self.session, self.ctx
+        ctx.client_ip = s.peer_ip  # enhanced filtering may have judged another for a message
         ctx.helo = s.helo
         ctx.mail_from = s.mail_from or ""
         ctx.rcpt_tos = list(s.rcpt_tos)
@@ -143,6 +144,7 @@ class Inbound:
             smtputf8=s.smtputf8,
             body_8bit=s.body_8bit,
             message_id=message_id_of(data),
+            sender_ip=s.peer_ip,
         )
 
     async def receive(self, data: bytes) -> str:
@@ -170,4 +172,5 @@ class Inbound:
         """The connection has ended: the filter's per-connection accounting ends with it."""
         closed = getattr(self.intake.filter, "connection_closed", None)
         if closed is not None:
+            self.ctx.client_ip = self.session.peer_ip  # what the rate limiter counted
             closed(self.ctx)

@@ -90,6 +90,18 @@ class VerdictHeadersStage:
         tx.prepend(header_bytes([("Authentication-Results", ar), *tx.verdict.headers]))
 
 
+class SclStage:
+    """The host's own `X-MS-Exchange-Organization-SCL` with the final SCL (after the rules):
+    what the mailbox files by, and what a person reads to know why."""
+
+    name = "scl"
+    HEADER = "X-MS-Exchange-Organization-SCL"
+
+    async def run(self, tx: Transaction) -> None:
+        if tx.scl is not None:
+            tx.prepend(header_bytes([(self.HEADER, str(tx.scl))]))
+
+
 class SignStage:
     """DKIM-sign mail from our own senders (a relay connector), then ARC-seal what we checked."""
 

@@ -243,6 +243,7 @@ class Scheduler:
                     body_8bit=env.body_8bit,
                     smtputf8=env.smtputf8,
                     queue_id=queue_id,
+                    junk=env.action == "junk",
                 )
                 for hop, rcpts in groups.values()
             )

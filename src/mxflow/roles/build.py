@@ -18,17 +18,21 @@ from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
 from mxflow.dns.resolver import resolver_from_endpoint
 from mxflow.intake.base import Filter, QuarantineSink
+from mxflow.intake.lockdown import HostScreen
 from mxflow.intake.pipeline import Intake
 from mxflow.intake.screen import RelayScreen
 from mxflow.intake.store import StoreStage
 from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
 from mxflow.roles.gateway import gateway_stages
+from mxflow.roles.host import host_stages
 from mxflow.roles.node import Node, NodeParts, Wiring, ensure_certificates
 from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.client import ConnectionPool
+from mxflow.smtp.protocol import Screen
 from mxflow.smtp.reader import Spill
 from mxflow.smtp.server import SmtpServer
+from mxflow.store.directory import Directory, sync_config
 from mxflow.store.trace import TraceStore
 
 
@@ -57,6 +61,14 @@ class Shared:
     spool: Spool
     trace: TraceStore
     scheduler: Scheduler
+    directory: Directory | None = None  # the host's, opened once
+
+    def open_directory(self, config: NodeConfig) -> Directory:
+        """The host's directory with the config's entries in force (again on a reload)."""
+        if self.directory is None:
+            self.directory = Directory.in_data_dir(config.data_dir)
+        sync_config(self.directory, config)
+        return self.directory
 
 
 def build_wiring(
@@ -75,7 +87,22 @@ def build_wiring(
     store = StoreStage(
         shared.spool, shared.trace, quarantine=quarantine, on_queued=shared.scheduler.submit
     )
-    stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
+    screen: Screen
+    if config.role == "host":
+        directory = shared.open_directory(config)
+        stages = host_stages(
+            config,
+            authserv_id=authserv_id,
+            filter=filter,
+            auth=auth,
+            directory=directory,
+            trace=shared.trace,
+            store=store,
+        )
+        screen = HostScreen(config, directory)
+    else:
+        stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
+        screen = RelayScreen(config)
     intake = Intake(
         hostname=config.hostname,
         stages=stages,
@@ -83,7 +110,7 @@ def build_wiring(
         trace=shared.trace,
         filter=filter,
     )
-    return Wiring(config, RelayScreen(config), intake, filter, quarantine)
+    return Wiring(config, screen, intake, filter, quarantine)
 
 
 def build_node(
@@ -115,7 +142,8 @@ def build_node(
         command_timeout=config.delivery.command_timeout,
         per_endpoint=config.delivery.connections_per_host,
     )
-    scheduler = Scheduler(config, spool, trace, Router(config, pool, resolver))
+    router = Router(config, pool, resolver, mailboxes=config.role == "host")
+    scheduler = Scheduler(config, spool, trace, router)
     shared = Shared(resolver, spool, trace, scheduler)
     wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
     budget = ConnectionBudget(config.limits.max_connections)

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from mxflow.config import NodeConfig
 from mxflow.errors import MxflowError
 from mxflow.store.trace import STATUS_EXPANDED, TraceStore
 
@@ -444,3 +445,22 @@ def record_expansion(
             status=STATUS_EXPANDED,
             detail="expanded to " + ", ".join(targets),
         )
+
+
+def sync_config(directory: Directory, config: NodeConfig) -> None:
+    """Put the entries the node's TOML declares in force in `directory` (at start, and
+    again on a reload): accepted domains, mailboxes, aliases, groups."""
+    host = config.host
+    directory.sync_config(
+        [(d.domain, d.type) for d in config.accepted_domains],
+        [(m.address, m.display_name) for m in host.mailboxes],
+        [(a.address, a.target) for a in host.aliases],
+        [(g.address, g.members) for g in host.groups],
+    )
+
+
+def open_directory(config: NodeConfig) -> Directory:
+    """The node's directory with the entries its TOML declares copied in (in force now)."""
+    directory = Directory.in_data_dir(config.data_dir)
+    sync_config(directory, config)
+    return directory
