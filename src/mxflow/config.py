@@ -79,11 +79,25 @@ class InboundConnector:
                 return False
             if not any(addr in net for net in self.from_networks):
                 return False
-        if self.tls_cert_names:
-            wanted = {n.lower() for n in self.tls_cert_names}
-            if not wanted.intersection(n.lower() for n in cert_names):
-                return False
+        if self.tls_cert_names and not any(
+            _cert_name_matches(pattern, name)
+            for pattern in self.tls_cert_names
+            for name in cert_names
+        ):
+            return False
         return bool(self.from_networks or self.tls_cert_names)
+
+
+def _cert_name_matches(pattern: str, name: str) -> bool:
+    """A connector's certificate name against one the client presented: exact, or
+    `*.contoso.com` for any name below contoso.com (as the reference's
+    TlsSenderCertificateName takes it); a wildcard the client presents matches nothing."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if "*" in name:
+        return False
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return pattern == name
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,17 @@ async def test_scenario_2_with_enhanced_filtering_passes(tmp_path: Path) -> None
     (stored,) = inbox
     assert b"X-MS-Exchange-SkipListedInternetSender: ip=[" in stored
     assert b"spf=pass" in stored and b"dmarc=pass" in stored
+
+
+def test_connector_certificate_names_take_wildcards() -> None:
+    from mxflow.config import InboundConnector
+
+    connector = InboundConnector("partner", tls_cert_names=("*.contoso.com",))
+    assert connector.matches("127.9.9.9", ("mail.contoso.com",))
+    assert connector.matches("127.9.9.9", ("a.b.CONTOSO.com",))
+    assert not connector.matches("127.9.9.9", ("contoso.com",))
+    assert not connector.matches("127.9.9.9", ("evilcontoso.com",))
+    assert not connector.matches("127.9.9.9", ("*.contoso.com",))  # presented, not matched
+    exact = InboundConnector("gw", tls_cert_names=("gateway.fabrikam.test",))
+    assert exact.matches("127.9.9.9", ("Gateway.Fabrikam.Test",))
+    assert not exact.matches("127.9.9.9", ("other.fabrikam.test",))
