@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "filter",
     "quarantine",
     "lab",
+    "trace",
+    "web",
 )
 
 
