@@ -181,5 +181,5 @@ def test_store_url_config(tmp_path: Path) -> None:
         cfg = node_config("gw", tmp_path / "gw", extra={"store": {"url": url}})
         assert cfg.trace_db == shared and cfg.store_url == url
     assert node_config("gw", tmp_path / "gw").trace_db == tmp_path / "gw" / "trace.sqlite"
-    with pytest.raises(ConfigError, match="store.url"):
+    with pytest.raises(ConfigError, match=r"store\.url"):
         node_config("gw", tmp_path / "gw", extra={"store": {"url": "postgresql://db/mx"}})

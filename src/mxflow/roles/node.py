@@ -15,6 +15,7 @@ import signal
 
 import dns.asyncresolver
 
+from mxflow import metrics
 from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
 from mxflow.dns.resolver import resolver_from_endpoint
@@ -136,6 +137,7 @@ class Node:
             self._expiry = asyncio.create_task(self._expire_quarantine())
         for server in self.servers:
             await server.start()
+        self.metrics_server = await metrics.start(self)  # /metrics, /healthz (issue 14)
         log.info(
             "node %s worker %d/%d listening on %s",
             self.config.name,
@@ -155,6 +157,7 @@ class Node:
             self.pool.connects,
         )
         await asyncio.gather(*(s.stop(grace) for s in self.servers))
+        await metrics.stop(getattr(self, "metrics_server", None))
         if self._expiry is not None:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)

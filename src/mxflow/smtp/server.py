@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from mxflow import metrics
 from mxflow.auth.policy import AuthPolicy
 from mxflow.auth.results import format_authentication_results, strip_our_results
 from mxflow.checks.sender_auth import dkim_sign_outbound, seal_after_checks
@@ -326,6 +327,7 @@ class SmtpServer:
         out: list[bytes] = []
 
         def reply(text: str) -> None:
+            metrics.smtp_reply(self.config.name, text)
             if text[:1] in ("4", "5"):
                 s.errors += 1
             out.append(text.encode("utf-8", "replace") + b"\r\n")

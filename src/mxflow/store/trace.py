@@ -249,7 +249,7 @@ class TraceHealth:
         return {"ok": self.ok, **vars(self)}
 
 
-Observer = Callable[[str, str, str], None]  # (event, status, node)
+Observer = Callable[[tuple[object, ...]], None]  # gets each row, in COLUMNS order
 
 
 class TraceStore:
@@ -335,7 +335,7 @@ class TraceStore:
             self._wake.notify()
         for observer in self.observers:
             try:
-                observer(str(event), str(status), str(row[1]))
+                observer(row)
             except Exception:  # metrics must never break tracing
                 log.exception("trace observer failed")
 
