@@ -24,9 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mxflow.errors import MxflowError
-from mxflow.mail import MessageContext, Verdict, is_malware
+from mxflow.mail import MessageContext, Verdict, is_malware, message_id_of
 from mxflow.mime import decode_header_value
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
@@ -377,3 +378,50 @@ class Quarantine:
             self._remove(entry.id)
             self._event(entry, "expired", f"after {entry.kind} retention")
         return [e.id for e in expired]
+
+
+def unstamped(raw: bytes) -> bytes:
+    """The stored message without the release stamp `Quarantine.release` put on top (it
+    only tells a filtering receiver to skip the message; a spool does not filter)."""
+    if raw.startswith(RELEASED_HEADER.encode() + b":"):
+        return raw[raw.index(b"\r\n") + 2 :]
+    return raw
+
+
+async def release_into_spool(
+    quarantine: Quarantine,
+    qid: str,
+    spool: Any,
+    trace: Any,
+    *,
+    learn: Learn | None = None,
+    allow_malware: bool = False,
+    by: str = "",
+) -> str:
+    """Release `qid` into a node's spool (`queue.spool.Spool`, which the running node picks
+    up within a second): not filtered again, traced as `received` under the new queue id
+    with the same Message-ID, so the message trace follows it. Used by `mxflow quarantine
+    release` and the web UI; returns the new queue id."""
+
+    async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+        raw = unstamped(raw)
+        message_id = message_id_of(raw)
+        env = await spool.inject(
+            mail_from, rcpts, raw, message_id=message_id, helo="quarantine-release"
+        )
+        who = f" by {by}" if by else ""
+        for rcpt in rcpts:
+            trace.record(
+                env.queue_id,
+                "received",
+                message_id=message_id,
+                recipient=rcpt,
+                status="Pending",
+                detail=f"released from quarantine {qid}{who}, not filtered again",
+                sender=mail_from,
+                size=len(raw),
+                subject=_header(raw, "subject"),
+            )
+        return str(env.queue_id)
+
+    return await quarantine.release(qid, reinject, learn=learn, allow_malware=allow_malware)
