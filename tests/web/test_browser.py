@@ -28,6 +28,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    require(Path(CHROMIUM).exists(), f"chromium ({CHROMIUM}; apt-get install chromium)")
+    require(HAVE_CHROMIUM, f"chromium ({CHROMIUM}; apt-get install chromium)")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -61,7 +62,7 @@ async def _login(page: object, url: str, name: str = "admin", password: str = PA
 
 
 async def _shoot(
-    browser: object, lab_: Lab, cookies: list[object], shots: Path, name: str, path: str
+    browser: object, lab_: Lab, cookies: list[object], shots: Path, *, name: str, path: str
 ) -> None:
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         context = await browser.new_context(viewport=size)  # type: ignore[attr-defined]
@@ -139,7 +140,7 @@ async def test_admin_traces_and_releases_in_a_browser(tmp_path: Path, browser: o
             ("quarantine-item", f"/quarantine/{held}"),
             ("connectors", "/connectors"),
         ):
-            await _shoot(browser, lab_, cookies, shots, name, path)
+            await _shoot(browser, lab_, cookies, shots, name=name, path=path)
         await page.goto(f"{lab_.url}/login")
         await page.screenshot(path=str(shots / "login-desktop.png"))
         await context.close()

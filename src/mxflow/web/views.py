@@ -92,9 +92,8 @@ async def home(request: Request) -> Response:
     return page(request, session, "dashboard.html", context)
 
 
-def _queue_depth(state: Any) -> int | None:
-    spool = state.config.spool_dir / "queue"
-    return sum(1 for _ in spool.iterdir()) if spool.is_dir() else None
+def _queue_depth(state: Any) -> int:
+    return len(state.spool.ids())  # messages, not the spool's preallocated empty files
 
 
 def _query(params: Any) -> tuple[TraceQuery, str]:
