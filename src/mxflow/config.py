@@ -156,6 +156,8 @@ class WebConfig:
     session_lifetime: float = 8 * 3600.0
     idle_timeout: float = 3600.0
     secure_cookies: bool = True  # False only for plain-HTTP tests on loopback
+    public_url: str = ""  # how recipients reach the UI (digest links); default http://LISTEN
+    digest_interval: float = 0.0  # seconds between quarantine digests; 0: none
 
 
 @dataclass
@@ -560,6 +562,8 @@ def _web_section(top: _Table, data_dir: Path) -> WebConfig:
         session_lifetime=t.duration("session_lifetime", WebConfig.session_lifetime),
         idle_timeout=t.duration("idle_timeout", WebConfig.idle_timeout),
         secure_cookies=t.flag("secure_cookies", True),
+        public_url=t.text("public_url", f"http://{listen[0]}:{listen[1]}").rstrip("/"),
+        digest_interval=t.duration("digest_interval", 0.0),
     )
     t.done()
     return web

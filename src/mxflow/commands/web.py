@@ -42,6 +42,8 @@ def register(sub: Subparsers) -> None:
     add.add_argument("--domain", action="append", default=[], help="(domain-admin) repeatable")
     add.set_defaults(handler=run_user_add)
     usub.add_parser("list", help="every account and its role").set_defaults(handler=run_user_list)
+    digest = wsub.add_parser("digest", help="send quarantine digests now (e.g. from cron)")
+    digest.set_defaults(handler=run_digest)
 
 
 def _config(args: argparse.Namespace) -> NodeConfig:
@@ -79,6 +81,38 @@ def run_user_add(args: argparse.Namespace) -> int:
 def run_user_list(args: argparse.Namespace) -> int:
     for user in _accounts(_config(args)).users():
         print(f"{user.name:20} {user.role:13} {', '.join(user.domains)}")
+    return 0
+
+
+def run_digest(args: argparse.Namespace) -> int:
+    """One round of quarantine digests, queued into the node's spool."""
+    import asyncio
+    import types
+
+    from mxflow.queue.spool import Spool
+    from mxflow.store.trace import TraceStore
+    from mxflow.web.digest import send_digests
+
+    config = _config(args)
+    if config.filter is None:
+        raise MxflowError(f"{args.config}: the node has no [filter], so no quarantine")
+    from mxflow.checks.node import node_quarantine
+
+    trace = TraceStore(config.trace_db, node=config.name)
+    spool = Spool(config.spool_dir, fsync=config.server.fsync)
+    state = types.SimpleNamespace(
+        config=config,
+        quarantine=node_quarantine(config, trace),
+        accounts=_accounts(config),
+        spool=spool,
+        trace=trace,
+    )
+    try:
+        sent = asyncio.run(send_digests(state, config.web.public_url))
+    finally:
+        spool.close()
+        trace.close()
+    print(f"{sent} digest(s) queued")
     return 0
 
 

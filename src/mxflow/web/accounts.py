@@ -42,6 +42,16 @@ CREATE TABLE IF NOT EXISTS sessions (
     seen REAL NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS digest_sent (
+    qid TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (qid, recipient)
+);
 CREATE TABLE IF NOT EXISTS blocked_senders (
     address TEXT PRIMARY KEY,
     by_user TEXT NOT NULL,
@@ -232,3 +242,30 @@ class Accounts:
         with self._db() as db:
             rows = db.execute("SELECT address, by_user, ts FROM blocked_senders ORDER BY ts DESC")
             return [(str(a), str(b), float(t)) for a, b, t in rows.fetchall()]
+
+    # ---------------------------------------------------------------- digests
+
+    def signing_key(self) -> bytes:
+        """The key that signs digest links (made on first use, kept in this store)."""
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO settings VALUES ('signing_key', ?)",
+                (secrets.token_hex(32),),
+            )
+            row = db.execute("SELECT value FROM settings WHERE name = 'signing_key'").fetchone()
+        return bytes.fromhex(str(row[0]))
+
+    def digested(self, qid: str, recipient: str) -> bool:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT 1 FROM digest_sent WHERE qid = ? AND recipient = ?",
+                (qid, recipient.lower()),
+            ).fetchone()
+        return row is not None
+
+    def mark_digested(self, qid: str, recipient: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO digest_sent VALUES (?,?,?)",
+                (qid, recipient.lower(), time.time()),
+            )

@@ -9,7 +9,9 @@ only), and nothing on any page comes from another host.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mxflow.config import NodeConfig
-from mxflow.web import admin_views, quarantine_views, views
+from mxflow.web import admin_views, digest_views, quarantine_views, views
 from mxflow.web.accounts import Accounts
 from mxflow.web.auth import Denied
 
+log = logging.getLogger("mxflow.web")
 _HERE = Path(__file__).resolve().parent
 HEADERS = [
     (
@@ -96,8 +99,23 @@ def _routes() -> list[Route | Mount]:
         Route("/queue/{queue_id:str}/{action:str}", admin_views.queue_action, methods=["POST"]),
         Route("/connectors", admin_views.connectors),
         Route("/dns", admin_views.dns_health),
+        Route("/q/{token:str}", digest_views.digest_link, methods=["GET"]),
+        Route("/q/{token:str}", digest_views.digest_act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
+
+
+async def _digest_loop(state: Any, interval: float) -> None:
+    """Send quarantine digests every `interval` seconds (`[web] digest_interval`)."""
+    from mxflow.web.digest import send_digests
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            sent = await send_digests(state, state.config.web.public_url)
+            log.info("quarantine digests sent: %d", sent)
+        except Exception:  # the next round tries again
+            log.exception("quarantine digests failed")
 
 
 def create_app(config: NodeConfig) -> Starlette:
@@ -121,9 +139,15 @@ def create_app(config: NodeConfig) -> Starlette:
             from mxflow.checks.node import node_quarantine
 
             state.quarantine = node_quarantine(config, state.trace)
+        digests = None
+        if config.web.digest_interval and state.quarantine is not None:
+            digests = asyncio.create_task(_digest_loop(state, config.web.digest_interval))
         try:
             yield
         finally:
+            if digests is not None:
+                digests.cancel()
+                await asyncio.gather(digests, return_exceptions=True)
             state.spool.close()
             state.trace.close()
 

@@ -100,7 +100,7 @@ def chart_svg(board: Dashboard, *, width: int = 720, height: int = 220) -> Marku
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Messages per hour by verdict, last {n} hours" '
-        'preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg">'
+        'xmlns="http://www.w3.org/2000/svg">'
     ]
     for frac in (0.0, 0.5, 1.0):
         y = pad_t + plot_h * (1 - frac)
