@@ -131,5 +131,12 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, f"{config.name}[web]")
     app = create_app(config)
     print(f"mxflow web: http://{host}:{port}/ for node {config.name}", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(), access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+        server_header=False,
+    )
     return 0
