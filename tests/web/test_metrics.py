@@ -44,7 +44,8 @@ def _value(text: str, prefix: str) -> float:
 async def test_metrics_healthz_and_a_hostile_ehlo(tmp_path: Path) -> None:
     sink_cfg = sink_config(tmp_path / "sink")
     async with build_node(sink_cfg) as sink:
-        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port, tls="none")
+        name = f"gw-metrics-{unique_loopback()}"  # registries live per node name, per process
+        cfg = gateway_config(tmp_path / "gw", sink.address, sink.port, tls="none", name=name)
         address = cfg.listeners[0].address
         cfg.metrics_listen = (address, free_port(address))
         base = f"http://{address}:{cfg.metrics_listen[1]}"
@@ -67,7 +68,7 @@ async def test_metrics_healthz_and_a_hostile_ehlo(tmp_path: Path) -> None:
             assert gw.trace.health().ok
             code, text = await _get(f"{base}/metrics")
             assert code == 200
-            node = 'node="gateway"'
+            node = f'node="{name}"'
             assert _value(text, f'mxflow_messages_received_total{{{node},verdict="accepted"}}') == 1
             assert (
                 _value(

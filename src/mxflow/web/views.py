@@ -20,12 +20,14 @@ from mxflow.web.stats import VERDICTS, chart_svg, dashboard
 
 def _safe_next(target: str) -> str:
     """Only a local path: never redirect a login to another site."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    local = target.startswith("/") and not target.startswith(("//", "/\\"))
+    return target if local else "/"
 
 
 async def login_form(request: Request) -> Response:
     token = auth.new_login_token()
-    response = page(request, None, "login.html", {"login_token": token, "next": "/"})
+    target = _safe_next(request.query_params.get("next", "/"))
+    response = page(request, None, "login.html", {"login_token": token, "next": target})
     auth.set_cookie(request, response, auth.LOGIN_COOKIE, token, 1800)
     return response
 
