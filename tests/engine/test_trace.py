@@ -183,3 +183,51 @@ def test_store_url_config(tmp_path: Path) -> None:
     assert node_config("gw", tmp_path / "gw").trace_db == tmp_path / "gw" / "trace.sqlite"
     with pytest.raises(ConfigError, match=r"store\.url"):
         node_config("gw", tmp_path / "gw", extra={"store": {"url": "postgresql://db/mx"}})
+
+
+async def test_two_nodes_share_one_store_and_a_message_is_one_trace(tmp_path: Path) -> None:
+    """A gateway and its mailbox host with one `[store] url`: one row, two hops."""
+    from mxflow.roles.gateway import build_node
+    from mxflow.store.trace_query import TraceQuery, search, show
+    from tests.conftest import free_port, unique_loopback
+    from tests.engine.helpers import (
+        RawSmtp,
+        maildir_messages,
+        message,
+        node_config,
+        stuffed,
+        wait_for,
+    )
+
+    shared = {"store": {"url": f"sqlite://{tmp_path / 'shared.sqlite'}"}}
+    host_ip = unique_loopback()
+    host_cfg = node_config(
+        "host", tmp_path / "host", address=host_ip, port=free_port(host_ip),
+        domains=[{"domain": "contoso.com", "recipients": "any"}],
+        routes=[{"name": "local", "domains": ["*"], "maildir": "maildir"}], extra=shared,
+    )  # fmt: skip
+    async with build_node(host_cfg) as host:
+        gw_cfg = node_config(
+            "gateway", tmp_path / "gw",
+            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+            routes=[{"domains": ["contoso.com"], "smart_hosts": [f"{host.address}:{host.port}"],
+                     "tls": "none"}], extra=shared,
+        )  # fmt: skip
+        async with build_node(gw_cfg) as gw:
+            client = await RawSmtp.open(gw.address, gw.port)
+            await client.cmd("EHLO c.fabrikam.test")
+            raw = message("two hops", message_id="<hops.1@fabrikam.test>")
+            code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(raw))
+            await client.close()
+            assert code == 250, text
+            await wait_for(lambda: len(maildir_messages(host_cfg, "bob@contoso.com")) == 1)
+            gw.trace.flush()
+            host.trace.flush()
+    assert gw_cfg.trace_db == host_cfg.trace_db == tmp_path / "shared.sqlite"
+    rows = search(gw_cfg.trace_db, TraceQuery(message_id="hops.1@fabrikam.test"))
+    assert len(rows) == 1
+    assert (rows[0].status, rows[0].nodes) == ("Delivered", ["gateway", "host"])
+    assert rows[0].from_ip == "127.0.0.1" and rows[0].sender == "a@fabrikam.test"
+    trace = show(gw_cfg.trace_db, "<hops.1@fabrikam.test>")
+    assert trace is not None and [h.node for h in trace.hops] == ["gateway", "host"]
+    assert trace.hops[0].events[-1].to_ip == host_ip
