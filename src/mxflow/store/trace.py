@@ -488,7 +488,7 @@ def query_events(
     that many of the most recent ones."""
     if newest is not None:
         where = f"id IN (SELECT id FROM events WHERE {where} ORDER BY ts DESC LIMIT {int(newest)})"
-    db = open_db(path)
+    db = read_db(path)
     try:
         rows = db.execute(
             f"SELECT {COLUMNS} FROM events WHERE {where} ORDER BY ts, id", tuple(args)
@@ -496,3 +496,21 @@ def query_events(
     finally:
         db.close()
     return [event_of(row) for row in rows]
+
+
+_CURRENT: set[Path] = set()  # stores known to have this version's columns
+
+
+def read_db(path: Path) -> sqlite3.Connection:
+    """A connection for reading: the schema is brought up to date (a write) only the first
+    time a process meets a store that lacks this version's columns."""
+    if path not in _CURRENT:
+        db = sqlite3.connect(path, timeout=30.0)
+        try:
+            have = {r[1] for r in db.execute("PRAGMA table_info(events)")}
+        finally:
+            db.close()
+        if not {name for name, _ in _EXTRA_COLUMNS} <= have:
+            open_db(path).close()
+        _CURRENT.add(path)
+    return sqlite3.connect(path, timeout=30.0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from mxflow.store.trace import open_db
+from mxflow.store.trace import read_db
 
 VERDICTS = (
     ("accepted", "Accepted", "#2f855a"),
@@ -50,7 +50,7 @@ def dashboard(trace_db: Path, quarantine: Any, *, hours: int = 24) -> Dashboard:
     sources: Counter[str] = Counter()
     senders: Counter[str] = Counter()
     if trace_db.is_file():
-        db = open_db(trace_db)
+        db = read_db(trace_db)
         try:
             rows = db.execute(
                 f"SELECT CAST((ts - ?) / 3600 AS INTEGER), {_CASE}, COUNT(DISTINCT queue_id)"
