@@ -165,3 +165,34 @@ async def test_user_add_refuses_bad_roles(tmp_path: Path, args: list[str]) -> No
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(PASSWORD.encode() + b"\n"), 60)
     assert process.returncode == 2 and b"domain" in err
+
+
+async def test_dns_health_through_the_nodes_resolver(tmp_path: Path) -> None:
+    """The reference's malformed SPF record is reported, asked of the node's own resolver."""
+    import asyncio
+
+    from tests.dnsserver import serve_zone_text
+
+    zone = (
+        "$ORIGIN contoso.com.\n$TTL 3600\n"
+        "@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n@ IN NS ns1\nns1 IN A 127.0.0.53\n"
+        "@ IN MX 10 mx.contoso.com.\nmx IN A 127.10.10.1\n"
+        '@ IN TXT "v=spf1 ipv4: 10.10.10.1 include:spf.protection.outlook.com -all"\n'
+    )
+    async with serve_zone_text(zone) as dns_server:
+        config = node_config(
+            "gw",
+            tmp_path / "gw",
+            domains=[{"domain": "contoso.com"}],
+            extra={
+                "web": {"secure_cookies": False},
+                "dns": {"resolver": f"{dns_server.host}:{dns_server.port}"},
+            },
+        )
+        _accounts(config).add_user("admin", PASSWORD, "admin", [])
+        with TestClient(create_app(config)) as client:
+            _login(client, "admin")
+            page = await asyncio.to_thread(client.get, "/dns")
+    assert page.status_code == 200
+    assert "contoso.com" in page.text and "problems" in page.text
+    assert "ipv4" in page.text and 'class="pill bad">error' in page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from typing import Any
@@ -16,6 +17,9 @@ from mxflow.store.trace_query import TraceQuery, parse_when, search, show
 from mxflow.web import auth
 from mxflow.web.render import error_page, page
 from mxflow.web.stats import VERDICTS, chart_svg, dashboard
+
+
+_QUARANTINE_ID = re.compile(r"quarantine id ([0-9a-f]+)")
 
 
 def _safe_next(target: str) -> str:
@@ -142,4 +146,10 @@ async def trace_message(request: Request) -> Response:
         found = await asyncio.to_thread(show, path, trace_id, domains=session.user.scope())
     if found is None:
         return error_page(request, session, 404, f"No message {trace_id!r} in the trace.")
-    return page(request, session, "message.html", {"trace": found})
+    return page(request, session, "message.html", {"trace": found, "held_id": _held_id})
+
+
+def _held_id(detail: str) -> str:
+    """The quarantine id a trace event names ("quarantine id X..."), for a link."""
+    match = _QUARANTINE_ID.search(detail)
+    return match.group(1) if match else ""
