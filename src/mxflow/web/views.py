@@ -18,7 +18,6 @@ from mxflow.web import auth
 from mxflow.web.render import error_page, page
 from mxflow.web.stats import VERDICTS, chart_svg, dashboard
 
-
 _QUARANTINE_ID = re.compile(r"quarantine id ([0-9a-f]+)")
 
 
