@@ -83,10 +83,10 @@ COLUMNS = (
 _INSERT = f"INSERT INTO events ({COLUMNS}) VALUES ({','.join('?' * 18)})"
 
 # What today's callers put in `detail`, parsed when they did not pass the keywords.
-_FROM = re.compile(r"\bfrom (\[?[0-9A-Fa-f.:]+\]?)")
+_FROM = re.compile(r"\bfrom \[?([0-9A-Fa-f]*[.:][0-9A-Fa-f.:]*)\]?")
 _SENDER = re.compile(r"\bsender=<([^>]*)>")
 _SIZE = re.compile(r"\bsize=(\d+)")
-_REMOTE = re.compile(r"\(([0-9A-Fa-f.:\[\]]+):\d+\)\s*$")
+_REMOTE = re.compile(r"\(\[?([0-9A-Fa-f]*[.:][0-9A-Fa-f.:]*?)\]?:\d+\)\s*$")
 
 
 @dataclass(frozen=True)
