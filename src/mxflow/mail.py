@@ -25,6 +25,19 @@ _MESSAGE_ID = re.compile(
 )
 
 
+_SUBJECT = re.compile(
+    rb"^Subject:[ \t]*(.*?)\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL
+)
+
+
+def subject_of(raw: bytes) -> str:
+    """The Subject header of a raw message as it stands (still MIME-encoded), or ""."""
+    m = _SUBJECT.search(header_section(raw))
+    if not m:
+        return ""
+    return " ".join(m.group(1).decode("utf-8", "replace").split())[:998]
+
+
 def header_section(raw: bytes) -> bytes:
     """The header lines of `raw`, each ending in CRLF, without the blank line."""
     end = raw.find(b"\r\n\r\n")

@@ -261,7 +261,7 @@ class Scheduler:
                     rs.status = DELIVERED
                     # delivered with spam headers, for the next hop to file as junk
                     ok = STATUS_FILTERED_AS_SPAM if env.action == "junk" else STATUS_DELIVERED
-                    self._event(env, "delivered", rcpt, ok, str(reply))
+                    self._event(env, "delivered", rcpt, ok, reply)
                     log.info(
                         "delivery id=%s to=<%s> status=delivered reply=%r",
                         queue_id,
@@ -274,14 +274,14 @@ class Scheduler:
                         final = Reply(reply.code, _expired_text(reply), reply.remote)
                     rs.status = BOUNCED
                     bounced.append((rcpt, final))
-                    self._event(env, "bounced", rcpt, STATUS_FAILED, str(final))
+                    self._event(env, "bounced", rcpt, STATUS_FAILED, final)
                     log.info(
                         "delivery id=%s to=<%s> status=bounced reply=%r", queue_id, rcpt, str(final)
                     )
                 else:
                     rs.status = DEFERRED
                     deferred += 1
-                    self._event(env, "deferred", rcpt, STATUS_PENDING, str(reply))
+                    self._event(env, "deferred", rcpt, STATUS_PENDING, reply)
                     log.info(
                         "delivery id=%s to=<%s> status=deferred reply=%r",
                         queue_id,
@@ -303,14 +303,17 @@ class Scheduler:
         env, raw = self.spool.load(queue_id)
         return env, raw, self.spool.load_state(queue_id, env)
 
-    def _event(self, env: Envelope, event: str, rcpt: str, status: str, detail: str) -> None:
+    def _event(self, env: Envelope, event: str, rcpt: str, status: str, reply: Reply) -> None:
         self.trace.record(
             env.queue_id,
             event,
             message_id=env.message_id,
             recipient=rcpt,
             status=status,
-            detail=detail,
+            detail=str(reply),
+            sender=env.mail_from,
+            to_ip=reply.remote.rpartition(":")[0].strip("[]"),
+            reply=str(reply),
         )
 
     async def _bounce(self, env: Envelope, raw: bytes, failed: list[tuple[str, Reply]]) -> None:

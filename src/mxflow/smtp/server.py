@@ -83,6 +83,7 @@ class SmtpServer:
         open_inbound: OpenInbound,
         budget: ConnectionBudget | None = None,
         spill: Spill | None = None,
+        on_reply: Callable[[str], None] | None = None,
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
@@ -92,6 +93,7 @@ class SmtpServer:
         self.open_inbound = open_inbound
         self.budget = budget or ConnectionBudget(limits.max_connections)
         self._spill = spill
+        self.on_reply = on_reply  # e.g. the node's metrics, by reply code
         self.reuse_port = reuse_port
         self.ssl_context: ssl.SSLContext | None = None
         if listener.tls != "none":
@@ -232,6 +234,13 @@ class SmtpServer:
                 self.full_refusals,
             )
 
+    def _emit(self, out: list[bytes], replies: list[str]) -> None:
+        """Queue reply lines for the client (sent together by the next flush)."""
+        for reply in replies:
+            if self.on_reply is not None:
+                self.on_reply(reply)
+            out.append(reply.encode("utf-8", "replace") + b"\r\n")
+
     def _log_session(self, session: Session, reason: str, seconds: float) -> None:
         log.info(
             "session client=%s:%d helo=%s tls=%s connector=%s queued=%s rejected=%d"
@@ -266,10 +275,10 @@ class SmtpServer:
 
         refusal = await inbound.connect()
         if refusal is not None:
-            out.append(refusal.encode() + b"\r\n")
+            self._emit(out, [refusal])
             await flush(True)
             return f"refused at connect: {refusal}"
-        out.append(proto.greeting().encode() + b"\r\n")
+        self._emit(out, [proto.greeting()])
         await flush(True)
         while True:
             async with asyncio.timeout(self.limits.timeout):
@@ -280,7 +289,7 @@ class SmtpServer:
                 step = await self._data(proto, inbound, inp, out, flush)
             elif step.next is Next.CHUNK:
                 step = await self._chunk(proto, inbound, inp, step, chunks)
-            out.extend(r.encode("utf-8", "replace") + b"\r\n" for r in step.replies)
+            self._emit(out, step.replies)
             if step.next is Next.STARTTLS:
                 await flush(True)
                 await self._starttls(proto, inp, writer)
@@ -313,7 +322,7 @@ class SmtpServer:
         refusal = await inbound.envelope()
         if refusal is not None:
             return proto.finish(refusal)
-        out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+        self._emit(out, ["354 End data with <CR><LF>.<CR><LF>"])
         await flush(True)
         async with asyncio.timeout(self.limits.timeout):
             data, too_big = await inp.read_data(self.limits.max_message_size)
