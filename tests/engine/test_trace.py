@@ -187,7 +187,7 @@ def test_store_url_config(tmp_path: Path) -> None:
 
 async def test_two_nodes_share_one_store_and_a_message_is_one_trace(tmp_path: Path) -> None:
     """A gateway and its mailbox host with one `[store] url`: one row, two hops."""
-    from mxflow.roles.gateway import build_node
+    from mxflow.roles.build import build_node
     from mxflow.store.trace_query import TraceQuery, search, show
     from tests.conftest import free_port, unique_loopback
     from tests.engine.helpers import (

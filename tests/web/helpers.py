@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from mxflow.config import NodeConfig, load_config
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from mxflow.web.app import create_app
 from tests.clirun import ROOT

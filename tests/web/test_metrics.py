@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.roles.gateway import build_node
+from mxflow.roles.build import build_node
 from mxflow.store.trace_query import TraceQuery, search
 from tests.conftest import free_port, unique_loopback
 from tests.engine.helpers import (
