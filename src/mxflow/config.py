@@ -148,6 +148,7 @@ class DeliveryConfig:
 
     source_address: str | None = None
     lifetime: float = 2 * 86400.0
+    delay_warning: float = 4 * 3600.0  # tell the sender once a message waited this long; 0: never
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
     connect_timeout: float = 30.0
     command_timeout: float = 120.0
@@ -1067,6 +1068,7 @@ def parse_config(
     delivery = DeliveryConfig(
         source_address=_ip(dt, "source_address", src) if src else None,
         lifetime=dt.duration("lifetime", DeliveryConfig.lifetime),
+        delay_warning=dt.duration("delay_warning", DeliveryConfig.delay_warning),
         retry_intervals=retry,
         connect_timeout=dt.duration("connect_timeout", DeliveryConfig.connect_timeout),
         command_timeout=dt.duration("command_timeout", DeliveryConfig.command_timeout),
