@@ -187,6 +187,15 @@ class Verdict:
 MALWARE_SYMBOL_PREFIXES = ("CLAM_VIRUS", "MALWARE_")
 
 
+UNSCANNABLE = "UNSCANNABLE"  # the symbol of content the node could not scan
+
+
 def is_malware(symbol: Symbol) -> bool:
     """Whether a symbol names malware (it decides the quarantine class and retention)."""
     return symbol.name.startswith(MALWARE_SYMBOL_PREFIXES)
+
+
+def needs_admin_release(symbol: Symbol) -> bool:
+    """Malware, or what could not be scanned and so may be malware: the quarantine keeps
+    it in the malware class (an administrator releases it, not the recipient)."""
+    return is_malware(symbol) or symbol.name == UNSCANNABLE

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mxflow.errors import MxflowError
-from mxflow.mail import MessageContext, Verdict, is_malware, message_id_of
+from mxflow.mail import MessageContext, Verdict, message_id_of, needs_admin_release
 from mxflow.mime import decode_header_value
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
@@ -215,7 +215,7 @@ class Quarantine:
 
     def store(self, ctx: MessageContext, verdict: Verdict, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        kind = "malware" if any(is_malware(s) for s in verdict.symbols) else "spam"
+        kind = "malware" if any(needs_admin_release(s) for s in verdict.symbols) else "spam"
         qid = f"{int(now * 1000):x}{secrets.token_hex(4)}"
         path = self.path_of(qid)
         tmp = path.with_suffix(".tmp")
