@@ -38,6 +38,7 @@ from mxflow.auth.keys import SigningKey, load_signing_key
 from mxflow.auth.offload import run_heavy
 from mxflow.auth.results import comment
 from mxflow.auth.txt import DnsTempError, TxtAnswer, TxtLookup, TxtStatus, as_txt_lookup
+from mxflow.errors import MxflowError
 
 DKIMPY_LOGGER = logging.getLogger("mxflow.auth.dkimpy")
 DKIMPY_LOGGER.addHandler(logging.NullHandler())
@@ -125,7 +126,7 @@ async def prefetch(names: list[str], lookup: TxtLookup) -> KeyMap:
     return dict(zip(unique, answers, strict=True))
 
 
-class _KeyProblem(Exception):
+class _KeyProblem(MxflowError):
     def __init__(self, result: str, reason: str) -> None:
         super().__init__(reason)
         self.result = result

@@ -10,3 +10,20 @@ import argparse
 from typing import TypeAlias
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+# Exit statuses every command uses; `mxflow --help` prints EXIT_STATUS_HELP and
+# docs/operations.md repeats it.
+EXIT_OK = 0  # done; for a check: the answer is "pass" / "clean" / "valid"
+EXIT_NEGATIVE = 1  # the check ran and the answer is "no" (auth fail, SPF fail, ...)
+EXIT_USAGE = 2  # bad arguments, a bad config file, a file that cannot be read
+EXIT_UNAVAILABLE = 3  # something needed is in use or missing: a port, a locked data dir
+EXIT_PIPE = 141  # the reader of the output went away (`mxflow ... | head`)
+
+EXIT_STATUS_HELP = """exit status:
+  0    done; for a check, the result is good (pass, none, neutral, valid)
+  1    a check ran and its result is bad (auth check: dmarc or compauth fail; spf eval:
+       fail, softfail, permerror, temperror)
+  2    usage or configuration error (bad option, bad config file, unreadable input)
+  3    unavailable at run time: a port in use, a data directory another node owns
+  141  the reader of the output went away (mxflow ... | head)
+  130  interrupted (Ctrl-C)"""

@@ -1,11 +1,17 @@
-"""`mxflow config check FILE`: validate a node's configuration without starting it."""
+"""`mxflow config check FILE`: validate a node's configuration without starting it.
+
+Every error is printed (one line each, naming file and key) and the exit status is 2;
+warnings (allowed but risky settings) go to stderr as `mxflow: warning: ...` and leave the
+exit status 0.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mxflow.commands import Subparsers
-from mxflow.config import load_config
+from mxflow.config import config_warnings, load_config
 
 
 def register(sub: Subparsers) -> None:
@@ -41,4 +47,6 @@ def run_check(args: argparse.Namespace) -> int:
     if config.dns_resolver:
         print(f"  dns resolver: {config.dns_resolver}")
     print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
+    for warning in config_warnings(config):
+        print(f"mxflow: warning: {warning}", file=sys.stderr)
     return 0

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mxflow.errors import MxflowError
+
 MAGIC = b"MXSPOOL 1\n"
 
 PENDING = "pending"
@@ -114,8 +116,8 @@ class QueueState:
         )
 
 
-class SpoolError(Exception):
-    pass
+class SpoolError(MxflowError):
+    """A spool file is missing, incomplete or not a spool file."""
 
 
 _counter = itertools.count(secrets.randbelow(1 << 16))

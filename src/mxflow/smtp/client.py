@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxflow.config import TlsPolicy
+from mxflow.errors import MxflowError
 
 log = logging.getLogger("mxflow.delivery")
 
@@ -113,7 +114,7 @@ class Reply:
         return f"{self.code or 'no-session'} {self.text}{where}"
 
 
-class SessionError(Exception):
+class SessionError(MxflowError):
     """The session broke (connection lost, timeout, garbage): try again, maybe elsewhere."""
 
 
