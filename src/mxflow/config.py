@@ -168,6 +168,13 @@ class ServerConfig:
     fsync: bool = True
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """`[log]`: `format = "text"` (for people, the default) or `"json"` (one object a line)."""
+
+    format: Literal["text", "json"] = "text"
+
+
 @dataclass
 class NodeConfig:
     """Everything one node needs; built by `load_config` / `parse_config`."""
@@ -189,6 +196,7 @@ class NodeConfig:
     dns_resolver: str | None = None  # [dns] resolver "IP[:PORT]": MX, filter, sender auth
     filter: Any = None  # FilterPolicy when mxflow.checks.pipeline exists, else the raw table
     auth: Any = None  # AuthPolicy when mxflow.auth provides it, else the raw table
+    log: LogConfig = field(default_factory=LogConfig)
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:
         domain = domain.lower()
@@ -769,6 +777,9 @@ def parse_config(
         workers=st.integer("workers", 1, minimum=1, maximum=64), fsync=st.flag("fsync", True)
     )
     st.done()
+    lg = top.table("log") or top.sub("log", {})
+    log = LogConfig(lg.choice("format", ("text", "json"), "text"))  # type: ignore[arg-type]
+    lg.done()
     policies: dict[str, Any] = {}
     for name, modules, func in (
         ("filter", ("mxflow.checks.policy", "mxflow.checks.pipeline"), "parse_filter_section"),
@@ -797,6 +808,7 @@ def parse_config(
         dns_resolver=delivery.dns,
         filter=policies.get("filter"),
         auth=policies.get("auth"),
+        log=log,
     )
 
 
