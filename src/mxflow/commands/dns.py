@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mxflow.commands import Subparsers
+from mxflow.commands import DEFAULT_RESOLVER, Subparsers
 from mxflow.errors import MxflowError
 
 
@@ -33,7 +33,7 @@ def register(sub: Subparsers) -> None:
         "--zone", action="append", required=True, metavar="FILE", help="a zone file (repeatable)"
     )
     serve.add_argument(
-        "--listen", default="127.0.0.53:5353", help="IP:PORT to bind (default %(default)s)"
+        "--listen", default=DEFAULT_RESOLVER, help="IP:PORT to bind (default %(default)s)"
     )
     serve.set_defaults(handler=serve_command)
 
@@ -62,7 +62,9 @@ def register(sub: Subparsers) -> None:
         "severities. Exit status 1 when an error is found.",
     )
     check.add_argument("domain")
-    check.add_argument("--resolver", default="127.0.0.53:53", help="DNS server IP[:PORT]")
+    check.add_argument(
+        "--resolver", default=DEFAULT_RESOLVER, help="DNS server IP[:PORT] (default %(default)s)"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument(
         "--selector", action="append", default=[], help="DKIM selector to look for (repeatable)"
