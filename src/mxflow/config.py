@@ -424,7 +424,7 @@ def _endpoint(t: _Table, key: str, text: str, default_port: int) -> SmartHost:
     if not sep or "]" in port_text:
         host, port_text = text, str(default_port)
     host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise ConfigError(t.file, key, text, "HOST[:PORT], e.g. 127.0.0.1:2526")
     return SmartHost(host, int(port_text))
 

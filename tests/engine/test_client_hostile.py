@@ -248,3 +248,17 @@ async def test_a_malformed_code_is_refused() -> None:
         reply = await _send(address, port)
     assert not reply.ok and not reply.permanent
     assert "malformed reply" in str(reply)
+
+
+async def test_a_code_of_non_ascii_digits_is_refused() -> None:
+    """'2²0' passes str.isdigit() but not int(): a broken session, not a crash."""
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write("2²0 liar.test ESMTP\r\n".encode())
+        await reader.read(100)
+
+    server, address, port = await _serve(liar)
+    async with server:
+        reply = await _send(address, port)
+    assert not reply.ok and not reply.permanent
+    assert "malformed reply" in str(reply)

@@ -196,6 +196,11 @@ def test_every_error_is_reported_with_file_and_key(tmp_path: Path) -> None:
             "domain name",
         ),
         ('[node]\nname = "n"\nhostname = "a..b"\n', "node.hostname", "domain name"),
+        (
+            '[[routes]]\ndomains = ["x.test"]\nsmart_hosts = ["h:\u00b2"]\n',
+            "routes[0].smart_hosts[0]",
+            "HOST[:PORT]",
+        ),
         ('[node]\nname = "n"\nrole = "archiver"\n', "node.role", "not"),
         ('[node]\nname = "n"\nrole = "host"\n', "node.role", "not"),
         ('[node]\nname = "n"\nrole = "mailbox"\n', "node.role", "one of"),

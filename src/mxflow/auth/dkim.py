@@ -95,7 +95,10 @@ def signature_key_names(raw: bytes, header: bytes = b"dkim-signature") -> list[s
     Only the header block is parsed: this runs on the event loop.
     """
     end = re.search(rb"\r?\n\r?\n", raw)
-    headers, _ = dkim.rfc822_parse(raw[: end.end()] if end else raw)
+    try:
+        headers, _ = dkim.rfc822_parse(raw[: end.end()] if end else raw)
+    except dkim.MessageFormatError:  # a header block dkimpy cannot read (fuzz finding)
+        return []
     names: list[str] = []
     for name, value in headers:
         if name.lower() != header:

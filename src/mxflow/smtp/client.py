@@ -65,6 +65,7 @@ EXPECTED: dict[str, frozenset[int]] = {
     "RSET": frozenset({250}),
 }
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_REPLY_CODE = re.compile(r"[2-5][0-9][0-9]")
 
 
 @dataclass(frozen=True)
@@ -213,9 +214,7 @@ class Session:
                 )
             text = raw.decode("utf-8", "replace").rstrip("\r\n")
             if (
-                len(text) < 3
-                or not text[:3].isdigit()
-                or text[0] not in "2345"
+                not _REPLY_CODE.match(text)  # ASCII digits: "2²0" passes str.isdigit()
                 or text[3:4] not in ("", " ", "-")
                 or (code and text[:3] != code)
             ):
