@@ -103,3 +103,18 @@ def test_no_traceback_when_the_reader_goes_away() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_dns_plan_json_is_one_record_per_line() -> None:
+    result = subprocess.run(
+        [*MXFLOW, "dns", "plan", "--topology", str(ROOT / "examples" / "topology.toml"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) > 3
+    assert {"name", "type", "ttl", "value", "purpose"} <= set(records[0])
+    assert any(r["type"] == "MX" for r in records)

@@ -162,3 +162,21 @@ def test_the_lock_file_records_the_owner(tmp_path: Path) -> None:
     finally:
         held.release()
     lock(tmp_path / "d").release()
+
+
+def test_workers_share_the_lock_of_their_supervisor(tmp_path: Path) -> None:
+    """With [server] workers = 2 the workers inherit the lock: the directory stays owned."""
+    address = unique_loopback()
+    port = free_port(address)
+    config = tmp_path / "node.toml"
+    config.write_text(node_toml(address, port, extra="[server]\nworkers = 2\n"))
+    data = tmp_path / "data"
+    supervisor = serve(config, data)
+    try:
+        wait_listening(address, port, supervisor)
+        status, err = serve_fails(config, data)
+        assert status == 3 and "is in use" in one_line(err)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        _, err = supervisor.communicate(timeout=60)
+    assert supervisor.returncode == 0, err

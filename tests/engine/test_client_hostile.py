@@ -262,3 +262,43 @@ async def test_a_code_of_non_ascii_digits_is_refused() -> None:
         reply = await _send(address, port)
     assert not reply.ok and not reply.permanent
     assert "malformed reply" in str(reply)
+
+
+async def test_a_node_keeps_the_message_queued_when_the_next_hop_lies(tmp_path: Path) -> None:
+    """End to end: a gateway relaying to a smart host that answers DATA with 250 keeps the
+    message in its spool (deferred, 4.5.0) and never traces it as delivered."""
+    from mxflow.roles.gateway import build_node
+    from mxflow.store.trace import TraceStore
+    from tests.engine.helpers import RawSmtp, gateway_config, message, stuffed, wait_for
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 liar.test ESMTP\r\n")
+        while line := await _line(reader):
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-liar.test\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                writer.write(b"250 2.0.0 delivered, honest\r\n")
+            elif verb != b"QUIT":
+                writer.write(b"250 ok\r\n")
+
+    server, address, port = await _serve(liar)
+    cfg = gateway_config(tmp_path, address, port, tls="none", delivery={"retry_intervals": ["1h"]})
+    async with server, build_node(cfg) as gw:
+        client = await RawSmtp.open(gw.address, gw.port)
+        await client.cmd("EHLO c.fabrikam.test")
+        code, text = await client.mail(
+            "alice@fabrikam.test", ["bob@contoso.com"], stuffed(message("lied to"))
+        )
+        await client.close()
+        assert code == 250, text
+        queue_id = text.rsplit(" ", 1)[1]
+        await wait_for(lambda: gw.spool.load_state(queue_id).attempts == 1)
+        state = gw.spool.load_state(queue_id)
+        assert gw.spool.exists(queue_id)
+        assert state.rcpts["bob@contoso.com"].status == "deferred"
+        assert "4.5.0" in state.rcpts["bob@contoso.com"].reply
+    store = TraceStore(cfg.trace_db)
+    events = [e.event for e in store.by_queue_id(queue_id)]
+    store.close()
+    assert "deferred" in events and "delivered" not in events

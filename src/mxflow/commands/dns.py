@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mxflow.commands import DEFAULT_RESOLVER, Subparsers
+from mxflow.commands import DEFAULT_RESOLVER, Subparsers, print_json
 from mxflow.errors import MxflowError
 
 
@@ -47,6 +47,9 @@ def register(sub: Subparsers) -> None:
     plan.add_argument("--scenario", type=int, choices=(1, 2), default=1)
     plan.add_argument(
         "--format", choices=("both", "zone", "table"), default="both", help="what to print"
+    )
+    plan.add_argument(
+        "--json", action="store_true", help="one JSON object per record instead (JSON Lines)"
     )
     plan.add_argument(
         "--zone-dir",
@@ -112,11 +115,23 @@ def plan_command(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     plan = plan_records(topology, args.scenario)
-    if args.format in {"both", "zone"}:
+    if args.json:
+        for r in plan.records:
+            print_json(
+                {
+                    "domain": plan.domain,
+                    "name": r.name,
+                    "type": r.rdtype,
+                    "ttl": r.ttl,
+                    "value": r.value,
+                    "purpose": r.purpose,
+                }
+            )
+    elif args.format in {"both", "zone"}:
         print(plan.zone_fragment(), end="")
-    if args.format == "both":
+    if args.format == "both" and not args.json:
         print()
-    if args.format in {"both", "table"}:
+    if args.format in {"both", "table"} and not args.json:
         print(plan.table(), end="")
     if args.zone_dir:
         directory = Path(args.zone_dir)

@@ -44,7 +44,6 @@ def register(sub: Subparsers) -> None:
         help="DEBUG, INFO, WARNING, ERROR (default INFO)",
     )
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=run)
 
 
@@ -129,7 +128,7 @@ def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock) -> int
     base = [sys.executable, "-m", "mxflow", "serve", "--config", args.config]
     if args.data_dir:
         base += ["--data-dir", args.data_dir]
-    base += ["--log-level", args.log_level, "--lock-fd", str(held.fd)]
+    base += ["--log-level", args.log_level]
 
     def start(i: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*base, "--worker", str(i)], pass_fds=(held.fd,))
