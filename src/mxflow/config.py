@@ -728,6 +728,41 @@ def _delivery(top: _Table) -> DeliveryConfig:
     return delivery
 
 
+def _tables(
+    top: _Table, dd: Path
+) -> tuple[list[Listener], list[AcceptedDomain], list[InboundConnector], list[Route]]:
+    """The arrays of tables; an entry with an error is left out (the error is recorded)."""
+    listeners: list[Listener] = []
+    for t in top.tables("listeners"):
+        with top.errors.section():
+            listeners.append(_listener(t, dd))
+    accepted: list[AcceptedDomain] = []
+    for t in top.tables("accepted_domains"):
+        with top.errors.section():
+            accepted.append(_accepted_domain(t, dd))
+    connectors: list[InboundConnector] = []
+    for i, t in enumerate(top.tables("inbound_connectors")):
+        with top.errors.section():
+            connectors.append(_connector(t, i))
+    routes: list[Route] = []
+    for i, t in enumerate(top.tables("routes")):
+        with top.errors.section():
+            routes.append(_route(t, i, dd))
+    return listeners, accepted, connectors, routes
+
+
+def _policies(top: _Table) -> dict[str, Any]:
+    """[filter] and [auth], each validated by its owner's parser."""
+    policies: dict[str, Any] = {}
+    for name, modules, func in (
+        ("filter", ("mxflow.checks.policy", "mxflow.checks.pipeline"), "parse_filter_section"),
+        ("auth", ("mxflow.auth.policy", "mxflow.auth"), "parse_auth_section"),
+    ):
+        with top.errors.section():
+            policies[name] = _parse_optional_policy(top, name, modules, func)
+    return policies
+
+
 def parse_config(
     data: dict[str, Any], file: str, *, data_dir: str | Path | None = None
 ) -> NodeConfig:
@@ -742,25 +777,9 @@ def parse_config(
     node = _node(top, base, data_dir)
     dd = node.data_dir
 
-    listeners: list[Listener] = []
-    for t in top.tables("listeners"):
-        with errors.section():
-            listeners.append(_listener(t, dd))
+    listeners, accepted, connectors, routes = _tables(top, dd)
     if "listeners" not in data:
         errors.add(ConfigError(file, "listeners", None, "at least one [[listeners]] table"))
-    accepted: list[AcceptedDomain] = []
-    for t in top.tables("accepted_domains"):
-        with errors.section():
-            accepted.append(_accepted_domain(t, dd))
-    connectors: list[InboundConnector] = []
-    for i, t in enumerate(top.tables("inbound_connectors")):
-        with errors.section():
-            connectors.append(_connector(t, i))
-    routes: list[Route] = []
-    for i, t in enumerate(top.tables("routes")):
-        with errors.section():
-            routes.append(_route(t, i, dd))
-
     limits = _limits(top)
     delivery = _delivery(top)
     if any(r.mx for r in routes) and not delivery.dns:
@@ -780,13 +799,7 @@ def parse_config(
     lg = top.table("log") or top.sub("log", {})
     log = LogConfig(lg.choice("format", ("text", "json"), "text"))  # type: ignore[arg-type]
     lg.done()
-    policies: dict[str, Any] = {}
-    for name, modules, func in (
-        ("filter", ("mxflow.checks.policy", "mxflow.checks.pipeline"), "parse_filter_section"),
-        ("auth", ("mxflow.auth.policy", "mxflow.auth"), "parse_auth_section"),
-    ):
-        with errors.section():
-            policies[name] = _parse_optional_policy(top, name, modules, func)
+    policies = _policies(top)
     top.done()
     errors.raise_any()
 

@@ -270,21 +270,7 @@ class Session:
             params += " SMTPUTF8"
         commands = [f"MAIL FROM:<{mail_from}>{params}", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
         encoded = [c.encode("utf-8") + b"\r\n" for c in commands]
-        replies: list[tuple[int, str]] = []
-        if "PIPELINING" in self.extensions:
-            self.send(*encoded)
-            for _ in encoded:
-                replies.append(await self.reply())
-        else:
-            self.send(encoded[0])
-            replies.append(await self.reply())
-            if replies[0][0] == 250:
-                for line in encoded[1:-1]:
-                    self.send(line)
-                    replies.append(await self.reply())
-                if any(code in (250, 251) for code, _ in replies[1:]):
-                    self.send(encoded[-1])
-                    replies.append(await self.reply())
+        replies = await self._envelope(encoded)
         self._check_replies(replies, len(rcpts))
         mail = replies[0]
         if mail[0] != 250:
@@ -318,6 +304,26 @@ class Session:
         if code == 421:
             self.broken = True
         return result
+
+    async def _envelope(self, encoded: list[bytes]) -> list[tuple[int, str]]:
+        """MAIL, RCPT... and DATA: in one write with PIPELINING, else one at a time (and
+        DATA only when a recipient was accepted). The replies, in order."""
+        replies: list[tuple[int, str]] = []
+        if "PIPELINING" in self.extensions:
+            self.send(*encoded)
+            for _ in encoded:
+                replies.append(await self.reply())
+            return replies
+        self.send(encoded[0])
+        replies.append(await self.reply())
+        if replies[0][0] == 250:
+            for line in encoded[1:-1]:
+                self.send(line)
+                replies.append(await self.reply())
+            if any(code in (250, 251) for code, _ in replies[1:]):
+                self.send(encoded[-1])
+                replies.append(await self.reply())
+        return replies
 
     def _check_replies(self, replies: list[tuple[int, str]], rcpts: int) -> None:
         """Each reply of MAIL, RCPT... and DATA against its command (ProtocolViolation)."""
