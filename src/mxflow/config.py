@@ -216,12 +216,19 @@ class NodeConfig:
 
 
 class _Errors:
-    """Every ConfigError of one file, the first per key (a bad key is reported once)."""
+    """Every ConfigError of one file, the first per key (a bad key is reported once).
 
-    def __init__(self) -> None:
+    With `at_once` (a table built outside `parse_config`'s collection), an error is raised
+    as soon as it is found, so it can never be recorded and then forgotten.
+    """
+
+    def __init__(self, *, at_once: bool = False) -> None:
         self.items: list[ConfigError] = []
+        self.at_once = at_once
 
     def add(self, err: ConfigError) -> None:
+        if self.at_once:
+            raise err
         for one in err.errors if isinstance(err, ConfigErrors) else [err]:
             if not any(e.key == one.key for e in self.items):
                 self.items.append(one)
@@ -255,7 +262,7 @@ class _Table:
         self.path = path
         self.data: dict[str, Any] = data
         self.seen: set[str] = set()
-        self.errors = errors if errors is not None else _Errors()
+        self.errors = errors if errors is not None else _Errors(at_once=True)
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -322,14 +329,14 @@ class _Table:
         mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
         return int(m.group(1)) * mult
 
-    def duration(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        """A duration in seconds, > `minimum` (0: any positive duration)."""
+    def duration(self, name: str, default: float, *, positive: bool = False) -> float:
+        """A finite duration in seconds, >= 0; with `positive` (timeouts, lifetimes) > 0."""
         self.seen.add(name)
         value = self.data.get(name)
         if value is None:
             return default
         try:
-            return _parse_duration(self, name, value, minimum=minimum)
+            return _parse_duration(self, name, value, positive=positive)
         except ConfigError as err:
             self.errors.add(err)
             return default
@@ -392,8 +399,11 @@ class _Table:
                 self.record(name, self.data[name], f"no such key here (known keys: {known})")
 
 
-def _parse_duration(t: _Table, name: str, value: object, *, minimum: float = 0.0) -> float:
-    """Seconds from a number or "30s"/"5m"/"2d"; finite and above `minimum` (zero refused)."""
+def _parse_duration(
+    t: _Table, name: str, value: object, *, positive: bool = False, minimum: float = 0.0
+) -> float:
+    """Seconds from a number or "30s"/"5m"/"2d": finite, not negative; with `positive` not
+    zero either, and at least `minimum` when one is given."""
     expected = 'a duration (seconds, or "30s", "5m", "2d")'
     if isinstance(value, bool):
         raise t.error(name, value, expected)
@@ -406,9 +416,10 @@ def _parse_duration(t: _Table, name: str, value: object, *, minimum: float = 0.0
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     if not math.isfinite(seconds):
         raise t.error(name, value, "a finite duration (not nan or inf)")
-    if seconds <= 0 or seconds < minimum:
-        bound = f"of at least {minimum:g}s" if minimum else "greater than 0"
-        raise t.error(name, value, f"a duration {bound}")
+    if minimum and seconds < minimum:
+        raise t.error(name, value, f"a duration of at least {minimum:g}s")
+    if seconds < 0 or (positive and seconds == 0):
+        raise t.error(name, value, "a duration greater than 0" if positive else "a duration >= 0")
     return seconds
 
 
@@ -662,7 +673,7 @@ def _limits(top: _Table) -> Limits:
         max_connections_per_ip=lt.integer(
             "max_connections_per_ip", Limits.max_connections_per_ip, minimum=1
         ),
-        timeout=lt.duration("timeout", Limits.timeout),
+        timeout=lt.duration("timeout", Limits.timeout, positive=True),
         max_errors=lt.integer("max_errors", Limits.max_errors, minimum=1),
     )
     lt.done()
@@ -714,10 +725,14 @@ def _delivery(top: _Table) -> DeliveryConfig:
             source = _ip(dt, "source_address", src)
     delivery = DeliveryConfig(
         source_address=source,
-        lifetime=dt.duration("lifetime", DeliveryConfig.lifetime),
+        lifetime=dt.duration("lifetime", DeliveryConfig.lifetime, positive=True),
         retry_intervals=_retry_intervals(dt),
-        connect_timeout=dt.duration("connect_timeout", DeliveryConfig.connect_timeout),
-        command_timeout=dt.duration("command_timeout", DeliveryConfig.command_timeout),
+        connect_timeout=dt.duration(
+            "connect_timeout", DeliveryConfig.connect_timeout, positive=True
+        ),
+        command_timeout=dt.duration(
+            "command_timeout", DeliveryConfig.command_timeout, positive=True
+        ),
         concurrency=dt.integer("concurrency", DeliveryConfig.concurrency, minimum=1),
         connections_per_host=dt.integer(
             "connections_per_host", DeliveryConfig.connections_per_host, minimum=1
