@@ -98,6 +98,7 @@ class _Entry:
             "next_attempt": _when(self.state.next_attempt),
             "sender": self.env.mail_from,
             "recipients": {r: rs.status for r, rs in self.state.rcpts.items()},
+            "replies": {r: rs.reply for r, rs in self.state.rcpts.items() if rs.reply},
             "pending": self.state.pending(),
             "attempts": self.state.attempts,
             "held": self.state.held,
