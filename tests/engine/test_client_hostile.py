@@ -302,3 +302,22 @@ async def test_a_node_keeps_the_message_queued_when_the_next_hop_lies(tmp_path: 
     events = [e.event for e in store.by_queue_id(queue_id)]
     store.close()
     assert "deferred" in events and "delivered" not in events
+
+
+async def test_replies_nobody_asked_for_end_the_session() -> None:
+    """A server that sends replies ahead (to desynchronise commands and replies) is out of
+    step: the session ends before the next command, nothing is delivered."""
+    got: list[bytes] = []
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 liar.test ESMTP\r\n250 answer to a command not yet sent\r\n")
+        while line := await _line(reader):
+            got.append(line)
+            writer.write(b"250 ok\r\n")
+
+    server, address, port = await _serve(liar)
+    async with server:
+        reply = await _send(address, port)
+    assert not reply.ok and not reply.permanent
+    assert "did not ask for" in str(reply)
+    assert not any(line.upper().startswith(b"MAIL") for line in got)

@@ -22,7 +22,8 @@ The next hop is not trusted to follow the protocol (a hostile or broken server m
 make us lose mail or hang). Every reply code is checked against the command it answers
 (`EXPECTED`): a code that is neither the expected one nor a 4xx/5xx refusal (say a 250 to
 DATA instead of 354) is a `ProtocolViolation`, a temporary failure that keeps the message
-queued, never a delivery. Every reply, multi-line ones included, is bounded in size
+queued, never a delivery. Bytes that arrive when no reply is due (a server running ahead
+of our commands to desynchronise them) end the session before the next command. Every reply, multi-line ones included, is bounded in size
 (`MAX_REPLY_LINE`, `MAX_REPLY_BYTES`) and in time (the whole reply, not each line). At
 the STARTTLS switch, plaintext the server sent after its 220 and before the handshake is
 discarded, so a man in the middle cannot inject replies that we would read as if they came
@@ -236,6 +237,14 @@ class Session:
         )
 
     def send(self, *chunks: bytes) -> None:
+        """Write commands or data. We write only when every reply we asked for has been
+        read, so bytes already waiting mean the server is out of step with us (it sent
+        replies nobody asked for, or it said 421 and hung up while the session was idle):
+        the session is not used further."""
+        waiting = buffered(self.reader)
+        if waiting:
+            self.broken = True
+            raise SessionError(f"{self.endpoint} sent {waiting} bytes we did not ask for")
         try:
             self.writer.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
         except (ConnectionError, OSError) as exc:
@@ -348,6 +357,12 @@ class Session:
                 self.writer.write(b"QUIT\r\n")
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """How many bytes `reader` holds unread (see `discard_buffered` on the attribute)."""
+    buffer = getattr(reader, "_buffer", None)
+    return len(buffer) if isinstance(buffer, bytearray) else 0
 
 
 def discard_buffered(reader: asyncio.StreamReader) -> int:
