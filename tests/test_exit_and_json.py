@@ -118,3 +118,25 @@ def test_dns_plan_json_is_one_record_per_line() -> None:
     assert len(records) > 3
     assert {"name", "type", "ttl", "value", "purpose"} <= set(records[0])
     assert any(r["type"] == "MX" for r in records)
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MXFLOW, *args], capture_output=True, text=True, check=False, timeout=60, cwd=cwd
+    )
+
+
+def test_config_check_and_dkim_keygen_json(tmp_path: Path) -> None:
+    gateway = str(ROOT / "examples" / "gateway.toml")
+    check = _cli("config", "check", gateway, "--data-dir", str(tmp_path), "--json")
+    assert check.returncode == 0, check.stderr
+    summary = json.loads(check.stdout)
+    assert summary["role"] == "gateway" and summary["listeners"] == ["127.0.0.1:2525"]
+    assert summary["warnings"] == []
+    args = ["--domain", "contoso.com", "--selector", "s1", "--ed25519", "--json"]
+    keygen = _cli("dkim", "keygen", *args, cwd=tmp_path)
+    assert keygen.returncode == 0, keygen.stderr
+    record = json.loads(keygen.stdout)
+    assert record["name"] == "s1._domainkey.contoso.com"
+    assert record["value"].startswith("v=DKIM1; k=ed25519; p=")
+    assert (tmp_path / "s1.contoso.com.key").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mxflow.commands import Subparsers
+from mxflow.commands import Subparsers, print_json
 from mxflow.config import config_warnings, load_config
 
 
@@ -21,6 +21,9 @@ def register(sub: Subparsers) -> None:
     check = csub.add_parser("check", help="validate FILE; every error names file, key and fix")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--data-dir", metavar="DIR", help="as `mxflow serve --data-dir`")
+    check.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object instead"
+    )
     check.set_defaults(handler=run_check)
 
 
@@ -40,6 +43,25 @@ def run_check(args: argparse.Namespace) -> int:
         + f" (tls {r.tls})"
         for r in config.routes
     )
+    warnings = config_warnings(config)
+    for warning in warnings:
+        print(f"mxflow: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print_json(
+            {
+                "file": args.file,
+                "node": config.name,
+                "role": config.role,
+                "hostname": config.hostname,
+                "listeners": [f"{x.address}:{x.port}" for x in config.listeners],
+                "accepted_domains": [d.domain for d in config.accepted_domains],
+                "routes": [r.name for r in config.routes],
+                "spool": str(config.spool_dir),
+                "trace": str(config.trace_db),
+                "warnings": warnings,
+            }
+        )
+        return 0
     print(f"{args.file}: OK — node {config.name} ({config.role}), {config.hostname}")
     print(f"  listeners: {listeners}")
     print(f"  accepted domains: {domains}")
@@ -47,6 +69,4 @@ def run_check(args: argparse.Namespace) -> int:
     if config.dns_resolver:
         print(f"  dns resolver: {config.dns_resolver}")
     print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
-    for warning in config_warnings(config):
-        print(f"mxflow: warning: {warning}", file=sys.stderr)
     return 0

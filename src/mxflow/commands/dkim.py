@@ -31,6 +31,7 @@ def register(sub: Subparsers) -> None:
         "--out", help="private key file (default SELECTOR.DOMAIN.key in the current directory)"
     )
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    keygen.add_argument("--json", action="store_true", help="print one JSON object instead")
     keygen.set_defaults(handler=run_keygen)
 
     sign = dkim_sub.add_parser("sign", help="print a DKIM-Signature header for a message")
@@ -78,6 +79,16 @@ def run_keygen(args: argparse.Namespace) -> int:
             handle.write(pem)
     except OSError as exc:
         raise MxflowError(f"cannot write {path}: {exc.strerror}") from exc
+    if args.json:
+        print_json(
+            {
+                "key_file": str(path),
+                "name": f"{selector}._domainkey.{domain}",
+                "type": "TXT",
+                "value": record,
+            }
+        )
+        return 0
     print(f"; private key written to {path}")
     print(dns_record_text(selector, domain, record))
     return 0

@@ -23,11 +23,12 @@ make us lose mail or hang). Every reply code is checked against the command it a
 (`EXPECTED`): a code that is neither the expected one nor a 4xx/5xx refusal (say a 250 to
 DATA instead of 354) is a `ProtocolViolation`, a temporary failure that keeps the message
 queued, never a delivery. Bytes that arrive when no reply is due (a server running ahead
-of our commands to desynchronise them) end the session before the next command. Every reply, multi-line ones included, is bounded in size
-(`MAX_REPLY_LINE`, `MAX_REPLY_BYTES`) and in time (the whole reply, not each line). At
-the STARTTLS switch, plaintext the server sent after its 220 and before the handshake is
-discarded, so a man in the middle cannot inject replies that we would read as if they came
-inside TLS (the client side of CVE-2011-0411).
+of our commands to desynchronise them) end the session before the next command. Every
+reply, multi-line ones included, is bounded in size (`MAX_REPLY_LINE`, `MAX_REPLY_BYTES`)
+and in time (the whole reply, not each line). At the STARTTLS switch, plaintext the server
+sent after its 220 and before the handshake is discarded, so a man in the middle cannot
+inject replies that we would read as if they came inside TLS (the client side of
+CVE-2011-0411).
 """
 
 from __future__ import annotations
