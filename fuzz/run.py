@@ -76,8 +76,8 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="default: every target")
     args = parser.parse_args()
     names = args.targets or targets()
-    # Each target costs about 2 s of start-up on top of its fuzzing time.
-    share = max(1, (args.seconds - 2 * len(names)) // len(names))
+    # Each target costs 2-3 s of start-up and shutdown on top of its fuzzing time.
+    share = max(1, (args.seconds - 3 * len(names)) // len(names))
     started = time.monotonic()
     ok = all([run_one(name, share, HERE / "findings") for name in names])
     print(f"fuzz: {len(names)} target(s) in {time.monotonic() - started:.0f}s", flush=True)
