@@ -180,3 +180,12 @@ def test_workers_share_the_lock_of_their_supervisor(tmp_path: Path) -> None:
         supervisor.send_signal(signal.SIGTERM)
         _, err = supervisor.communicate(timeout=60)
     assert supervisor.returncode == 0, err
+
+
+def test_trace_database_that_cannot_be_opened(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(node_toml(unique_loopback(), 0))
+    (tmp_path / "data" / "trace.sqlite").mkdir(parents=True)  # a directory, not a database
+    status, err = serve_fails(config, tmp_path / "data")
+    assert status == 2
+    assert "trace database" in one_line(err)

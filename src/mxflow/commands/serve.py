@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import errno
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def _serve(args: argparse.Namespace, config: NodeConfig, workers: int) -> int:
         asyncio.run(main())
     except OSError as exc:
         raise _os_failure(config, exc) from None
+    except sqlite3.Error as exc:  # mostly: the trace store cannot be opened
+        raise MxflowError(f"database error: {exc} (trace database {config.trace_db})") from None
     return 0
 
 
