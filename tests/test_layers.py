@@ -13,10 +13,11 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "mxflow"
 
 LAYERS: list[set[str]] = [
-    {"mail", "errors", "data", "metrics"},
+    {"mail", "errors", "data", "metrics", "logjson"},
     {"mime"},
-    {"config"},
     {"dns"},
+    {"config"},
+    {"datadir"},
     {"auth"},
     {"records"},
     {"store"},

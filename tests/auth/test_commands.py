@@ -109,7 +109,7 @@ async def test_auth_check_prints_authentication_results(tmp_path: Path) -> None:
             "--authserv-id",
             "mx.host.example",
         )
-    assert code == 0, err
+    assert code == 1, err  # compauth=fail: exit status 1 (issue 10; it was 0)
     assert out.startswith("Authentication-Results: mx.host.example;\n")
     assert "\tspf=fail" in out
     assert "\tdkim=none" in out

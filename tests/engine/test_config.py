@@ -134,3 +134,168 @@ def test_recipients_from_a_file(tmp_path: Path) -> None:
     domain = config.accepted_domains[0]
     assert domain.knows("Bob@c.test") and domain.knows("carol@c.test")
     assert not domain.knows("dave@c.test")
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+def test_every_error_is_reported_with_file_and_key(tmp_path: Path) -> None:
+    from mxflow.errors import ConfigErrors
+
+    path = tmp_path / "node.toml"
+    path.write_text(
+        MINIMAL
+        + "[limits]\nmax_recipents = 5\ntimeout = 0\n"
+        + '[delivery]\nretry_intervals = ["0s"]\nconnect_timeout = -1\n'
+        + '[[accepted_domains]]\ndomain = "contoso..com"\n'
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path, data_dir=tmp_path)
+    keys = sorted(e.key for e in info.value.errors)
+    assert keys == [
+        "accepted_domains[0].domain",
+        "delivery.connect_timeout",
+        "delivery.retry_intervals[0]",
+        "limits.max_recipents",
+        "limits.timeout",
+    ]
+    result = check(str(path))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5, result.stderr
+    assert all(line.startswith(f"mxflow: {path}: ") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ("[limits]\ntimeout = 0\n", "limits.timeout", "greater than 0"),
+        ('[limits]\ntimeout = "0s"\n', "limits.timeout", "greater than 0"),
+        ("[limits]\ntimeout = -5\n", "limits.timeout", "greater than 0"),
+        ("[limits]\ntimeout = nan\n", "limits.timeout", "finite"),
+        ("[limits]\ntimeout = inf\n", "limits.timeout", "finite"),
+        ("[delivery]\ncommand_timeout = -inf\n", "delivery.command_timeout", "finite"),
+        ("[delivery]\nconnect_timeout = 0.0\n", "delivery.connect_timeout", "greater than 0"),
+        ("[delivery]\nlifetime = 0\n", "delivery.lifetime", "greater than 0"),
+        ('[delivery]\nretry_intervals = ["0s"]\n', "delivery.retry_intervals[0]", "at least"),
+        (
+            '[delivery]\nretry_intervals = ["1m", 0.01]\n',
+            "delivery.retry_intervals[1]",
+            "at least 0.25s",
+        ),
+        ('[limits]\nmax_message_size = "0M"\n', "limits.max_message_size", "positive"),
+        (
+            '[[accepted_domains]]\ndomain = "contoso..com"\n',
+            "accepted_domains[0].domain",
+            "domain name",
+        ),
+        (
+            '[[routes]]\ndomains = ["ok.test", "bad..test"]\nsmart_hosts = ["127.0.0.1"]\n',
+            "routes[0].domains[1]",
+            "domain name",
+        ),
+        ('[node]\nname = "n"\nhostname = "a..b"\n', "node.hostname", "domain name"),
+        (
+            '[[routes]]\ndomains = ["x.test"]\nsmart_hosts = ["h:\u00b2"]\n',
+            "routes[0].smart_hosts[0]",
+            "HOST[:PORT]",
+        ),
+        ('[node]\nname = "n"\nrole = "archiver"\n', "node.role", "not"),
+        ('[node]\nname = "n"\nrole = "mailbox"\n', "node.role", "one of"),
+    ],
+)
+def test_values_that_would_misbehave_are_refused(
+    tmp_path: Path, extra: str, key: str, expected: str
+) -> None:
+    path = tmp_path / "node.toml"
+    text = MINIMAL + extra
+    if extra.startswith("[node]"):
+        text = extra + MINIMAL.split('name = "n1"\n', 1)[1]
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, data_dir=tmp_path)
+    assert info.value.key == key, str(info.value)
+    assert expected in info.value.expected
+    assert check(str(path)).returncode == 2
+
+
+def test_roles_follow_the_implemented_set(tmp_path: Path) -> None:
+    from mxflow.config import IMPLEMENTED_ROLES, ROLES
+
+    assert {"gateway", "sink"} <= IMPLEMENTED_ROLES < set(ROLES)
+    assert "archiver" not in IMPLEMENTED_ROLES
+    for role in ROLES:
+        path = tmp_path / f"{role}.toml"
+        path.write_text(f'[node]\nname = "n"\nrole = "{role}"\n' + MINIMAL.split("\n\n", 1)[1])
+        result = check(str(path))
+        assert (result.returncode == 0) == (role in IMPLEMENTED_ROLES), result.stderr
+
+
+def test_sane_values_still_pass(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        MINIMAL
+        + '[delivery]\nretry_intervals = ["1m", 0.3]\nconnect_timeout = 0.5\n'
+        + '[[accepted_domains]]\ndomain = "Contoso.com."\n'
+        + '[[routes]]\ndomains = ["*.contoso.com", "*"]\nsmart_hosts = ["127.0.0.1"]\n'
+    )
+    config = load_config(path, data_dir=tmp_path)
+    assert config.delivery.retry_intervals == (60.0, 0.3)
+    assert config.accepted_domains[0].domain == "contoso.com"
+    assert config.routes[0].domains == ("*.contoso.com", "*")
+
+
+def test_warnings_for_an_open_relay_and_a_filter_without_malware_scanner(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        MINIMAL
+        + '[[inbound_connectors]]\nname = "anyone"\nfrom = ["0.0.0.0/0", "::/0"]\nrelay = true\n'
+        + "[filter]\n"
+    )
+    result = check(str(path))
+    assert result.returncode == 0, result.stderr
+    assert "inbound_connectors[0].from: 0.0.0.0/0, ::/0" in result.stderr
+    assert "open relay" in result.stderr
+    assert "filter.clamd: not set" in result.stderr
+    # Not relaying, or with a scanner: no warning.
+    path.write_text(
+        MINIMAL
+        + '[[inbound_connectors]]\nname = "anyone"\nfrom = ["0.0.0.0/0"]\n'
+        + '[filter]\nclamd = "127.0.0.1:3310"\n'
+    )
+    result = check(str(path))
+    assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_bytes(MINIMAL.encode() + b"# caf\xe9\n")
+    result = check(str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "UTF-8" in result.stderr and "0xe9" in result.stderr
+
+
+def test_every_exception_class_derives_from_mxflow_error() -> None:
+    """One root for mxflow's exceptions."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import mxflow
+    from mxflow.errors import MxflowError
+
+    strays = []
+    for info in pkgutil.walk_packages(mxflow.__path__, "mxflow."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != info.name or not issubclass(cls, BaseException):
+                continue
+            if not issubclass(cls, MxflowError):
+                strays.append(f"{info.name}.{name}")
+    assert strays == []

@@ -243,7 +243,7 @@ async def test_delayed_mail_gets_one_delay_dsn_and_stays_queued(tmp_path: Path) 
                 {"domains": ["fabrikam.test"], "smart_hosts": [f"{sink.address}:{sink.port}"],
                  "tls": "none"},
             ],
-            delivery={"delay_warning": 0.5, "retry_intervals": [0.2], "connect_timeout": 0.5},
+            delivery={"delay_warning": 0.5, "retry_intervals": [0.3], "connect_timeout": 0.5},
         )  # fmt: skip
         async with build_node(cfg) as gw:
             queue_id = await submit(gw, message("slow"))

@@ -38,6 +38,7 @@ from mxflow.auth.keys import SigningKey, load_signing_key
 from mxflow.auth.offload import run_heavy
 from mxflow.auth.results import comment
 from mxflow.auth.txt import DnsTempError, TxtAnswer, TxtLookup, TxtStatus, as_txt_lookup
+from mxflow.errors import MxflowError
 
 DKIMPY_LOGGER = logging.getLogger("mxflow.auth.dkimpy")
 DKIMPY_LOGGER.addHandler(logging.NullHandler())
@@ -94,7 +95,10 @@ def signature_key_names(raw: bytes, header: bytes = b"dkim-signature") -> list[s
     Only the header block is parsed: this runs on the event loop.
     """
     end = re.search(rb"\r?\n\r?\n", raw)
-    headers, _ = dkim.rfc822_parse(raw[: end.end()] if end else raw)
+    try:
+        headers, _ = dkim.rfc822_parse(raw[: end.end()] if end else raw)
+    except dkim.MessageFormatError:  # a header block dkimpy cannot read (fuzz finding)
+        return []
     names: list[str] = []
     for name, value in headers:
         if name.lower() != header:
@@ -125,7 +129,7 @@ async def prefetch(names: list[str], lookup: TxtLookup) -> KeyMap:
     return dict(zip(unique, answers, strict=True))
 
 
-class _KeyProblem(Exception):
+class _KeyProblem(MxflowError):
     def __init__(self, result: str, reason: str) -> None:
         super().__init__(reason)
         self.result = result

@@ -114,10 +114,11 @@ def parse_record(text: str) -> DmarcRecord:
     adkim = _keyword(tags.get("adkim", "r"), ("relaxed", "strict"), "adkim")[0]
     aspf = _keyword(tags.get("aspf", "r"), ("relaxed", "strict"), "aspf")[0]
     pct_text = tags.get("pct", "100")
-    if not pct_text.isdigit() or int(pct_text) > 100:
+    # ASCII digits only: str.isdigit() accepts "²", which int() refuses (a fuzz finding)
+    if not re.fullmatch(r"[0-9]+", pct_text) or int(pct_text) > 100:
         raise DmarcRecordError(ParseStatus.BAD_VALUE, f"pct={pct_text!r}: expected 0 to 100")
     ri_text = tags.get("ri", "86400")
-    if not ri_text.isdigit():
+    if not re.fullmatch(r"[0-9]+", ri_text):
         raise DmarcRecordError(ParseStatus.BAD_VALUE, f"ri={ri_text!r}: expected seconds")
     rf = tuple(_keyword(v, ("afrf", "iodef"), "rf") for v in tags.get("rf", "afrf").split(":"))
     fo = tuple(v.strip() for v in tags.get("fo", "0").split(":"))

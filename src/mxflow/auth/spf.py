@@ -31,6 +31,7 @@ import dns.resolver
 import dns.reversename
 
 from mxflow.dns.resolver import describe_dns_error
+from mxflow.errors import MxflowError
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
@@ -55,7 +56,7 @@ _TOPLABEL_RE = re.compile(
 )
 
 
-class SpfError(Exception):
+class SpfError(MxflowError):
     """Ends an evaluation with a permerror or temperror; `result` says which."""
 
     def __init__(self, result: str, reason: str, term: str = "") -> None:

@@ -20,6 +20,7 @@ import dns.rdatatype
 import dns.resolver
 
 from mxflow.dns.resolver import describe_dns_error
+from mxflow.errors import MxflowError
 
 
 class TxtStatus(StrEnum):
@@ -37,7 +38,7 @@ class TxtAnswer:
     records: tuple[str, ...] = ()
 
 
-class DnsTempError(Exception):
+class DnsTempError(MxflowError):
     """The lookup failed for now (timeout, SERVFAIL): the caller reports temperror."""
 
 

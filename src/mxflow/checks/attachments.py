@@ -29,6 +29,7 @@ from mxflow.checks.filetypes import (
     sniff,
 )
 from mxflow.checks.policy import FilterPolicy
+from mxflow.errors import MxflowError
 from mxflow.mail import UNSCANNABLE, CheckResult, MessageContext, Phase
 
 DEFAULT_SCORES = {
@@ -71,7 +72,7 @@ class _Budget:
     findings: list[Finding] = field(default_factory=list)
 
 
-class ArchiveBomb(Exception):
+class ArchiveBomb(MxflowError):
     pass
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from mxflow.checks.attachments import ask_unscannable
 from mxflow.checks.policy import FilterPolicy
+from mxflow.errors import MxflowError
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 log = logging.getLogger("mxflow.checks.clamav")
@@ -25,7 +26,7 @@ CHUNK = 256 * 1024
 SIZE_LIMIT_HINT = 1024 * 1024  # a hang-up after this much streamed is clamd's size limit
 
 
-class ClamdError(Exception):
+class ClamdError(MxflowError):
     """clamd could not be reached, or answered with an error."""
 
 

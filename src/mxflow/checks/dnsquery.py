@@ -19,6 +19,8 @@ import dns.exception
 import dns.resolver
 import dns.reversename
 
+from mxflow.errors import MxflowError
+
 _NOT_A_LISTING = (
     ipaddress.ip_network("127.0.0.1/32"),
     ipaddress.ip_network("127.255.255.0/24"),
@@ -26,7 +28,7 @@ _NOT_A_LISTING = (
 _LISTING_RANGE = ipaddress.ip_network("127.0.0.0/8")
 
 
-class LookupFailed(Exception):
+class LookupFailed(MxflowError):
     """The DNS gave no usable answer (timeout, SERVFAIL, refused)."""
 
 

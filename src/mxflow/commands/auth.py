@@ -1,4 +1,8 @@
-"""`mxflow auth check`: the Authentication-Results mxflow would add to a message."""
+"""`mxflow auth check`: the Authentication-Results mxflow would add to a message.
+
+Exit status 0 unless the composite verdict is compauth=fail (then 1), so a script can
+tell a spoof without parsing; `--json` prints the same facts as one JSON object.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,16 @@ import asyncio
 import ipaddress
 from pathlib import Path
 
-from mxflow.auth.authenticate import authenticate
+from mxflow.auth.authenticate import AuthOutcome, authenticate
 from mxflow.auth.results import strip_our_results
-from mxflow.commands import Subparsers
+from mxflow.commands import (
+    DEFAULT_RESOLVER,
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    Subparsers,
+    print_json,
+)
 from mxflow.dns.resolver import resolver_option
 from mxflow.errors import MxflowError
 
@@ -19,7 +30,11 @@ def register(sub: Subparsers) -> None:
     parser = sub.add_parser("auth", help="sender authentication: SPF, DKIM, DMARC, ARC")
     auth_sub = parser.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
     check = auth_sub.add_parser(
-        "check", help="print the Authentication-Results mxflow would add to a message"
+        "check",
+        help="print the Authentication-Results mxflow would add to a message",
+        description="Exit status 1 when the composite verdict is compauth=fail.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("message", metavar="MESSAGE_FILE", help="message file (RFC 5322)")
     check.add_argument("--ip", required=True, help="the connecting client's IP address")
@@ -27,7 +42,11 @@ def register(sub: Subparsers) -> None:
     check.add_argument(
         "--mail-from", required=True, help="the MAIL FROM address ('' for the null sender)"
     )
-    check.add_argument("--resolver", required=True, help="DNS server to ask, IP[:PORT]")
+    check.add_argument(
+        "--resolver",
+        default=DEFAULT_RESOLVER,
+        help="DNS server to ask, IP[:PORT] (default %(default)s)",
+    )
     check.add_argument(
         "--authserv-id", default="mxflow.localhost", help="our name in Authentication-Results"
     )
@@ -39,6 +58,7 @@ def register(sub: Subparsers) -> None:
         help="an ARC sealing domain to trust (repeatable)",
     )
     check.add_argument("--verbose", action="store_true", help="also print the compauth detail")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead")
     check.set_defaults(handler=run_check)
 
 
@@ -64,7 +84,30 @@ def run_check(args: argparse.Namespace) -> int:
             receiver=args.authserv_id,
         )
     )
+    status = EXIT_NEGATIVE if outcome.compauth.result == "fail" else EXIT_OK
+    if args.json:
+        print_json(outcome_json(outcome, args.authserv_id))
+        return status
     print(f"Authentication-Results: {outcome.header(args.authserv_id)}".replace("\r\n", "\n"))
     if args.verbose:
         print(f"; compauth {outcome.compauth.code}: {outcome.compauth.detail}")
-    return 0
+    return status
+
+
+def outcome_json(outcome: AuthOutcome, authserv_id: str) -> dict[str, object]:
+    """The `--json` record: each method's result, and the header text as printed."""
+    return {
+        "spf": {"result": outcome.spf.result, "domain": outcome.spf.domain},
+        "dkim": [
+            {"result": r.result, "domain": r.domain, "selector": r.selector, "reason": r.reason}
+            for r in outcome.dkim
+        ],
+        "dmarc": {"result": outcome.dmarc.result, "from_domain": outcome.dmarc.from_domain},
+        "arc": {"result": outcome.arc.cv},
+        "compauth": {
+            "result": outcome.compauth.result,
+            "reason": outcome.compauth.code,
+            "detail": outcome.compauth.detail,
+        },
+        "authentication_results": outcome.header(authserv_id).replace("\r\n\t", " "),
+    }

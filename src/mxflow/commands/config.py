@@ -1,11 +1,17 @@
-"""`mxflow config check FILE`: validate a node's configuration without starting it."""
+"""`mxflow config check FILE`: validate a node's configuration without starting it.
+
+Every error is printed (one line each, naming file and key) and the exit status is 2;
+warnings (allowed but risky settings) go to stderr as `mxflow: warning: ...` and leave the
+exit status 0.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from mxflow.commands import Subparsers
-from mxflow.config import load_config
+from mxflow.commands import Subparsers, print_json
+from mxflow.config import config_warnings, load_config
 
 
 def register(sub: Subparsers) -> None:
@@ -15,6 +21,9 @@ def register(sub: Subparsers) -> None:
     check = csub.add_parser("check", help="validate FILE; every error names file, key and fix")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--data-dir", metavar="DIR", help="as `mxflow serve --data-dir`")
+    check.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object instead"
+    )
     check.set_defaults(handler=run_check)
 
 
@@ -34,6 +43,25 @@ def run_check(args: argparse.Namespace) -> int:
         + f" (tls {r.tls})"
         for r in config.routes
     )
+    warnings = config_warnings(config)
+    for warning in warnings:
+        print(f"mxflow: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print_json(
+            {
+                "file": args.file,
+                "node": config.name,
+                "role": config.role,
+                "hostname": config.hostname,
+                "listeners": [f"{x.address}:{x.port}" for x in config.listeners],
+                "accepted_domains": [d.domain for d in config.accepted_domains],
+                "routes": [r.name for r in config.routes],
+                "spool": str(config.spool_dir),
+                "trace": str(config.trace_db),
+                "warnings": warnings,
+            }
+        )
+        return 0
     print(f"{args.file}: OK — node {config.name} ({config.role}), {config.hostname}")
     print(f"  listeners: {listeners}")
     print(f"  accepted domains: {domains}")

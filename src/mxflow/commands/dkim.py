@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mxflow.auth.dkim import dkim_sign, verify_dkim
 from mxflow.auth.keys import SigningKeyError, generate_key, load_signing_key, split_txt
-from mxflow.commands import Subparsers
+from mxflow.commands import DEFAULT_RESOLVER, Subparsers, print_json
 from mxflow.dns.names import is_domain_name
 from mxflow.dns.resolver import resolver_option
 from mxflow.errors import MxflowError
@@ -31,6 +31,7 @@ def register(sub: Subparsers) -> None:
         "--out", help="private key file (default SELECTOR.DOMAIN.key in the current directory)"
     )
     keygen.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    keygen.add_argument("--json", action="store_true", help="print one JSON object instead")
     keygen.set_defaults(handler=run_keygen)
 
     sign = dkim_sub.add_parser("sign", help="print a DKIM-Signature header for a message")
@@ -42,7 +43,14 @@ def register(sub: Subparsers) -> None:
 
     verify = dkim_sub.add_parser("verify", help="verify every DKIM signature of a message")
     verify.add_argument("message", help="message file (RFC 5322)")
-    verify.add_argument("--resolver", required=True, help="DNS server to ask, IP[:PORT]")
+    verify.add_argument(
+        "--resolver",
+        default=DEFAULT_RESOLVER,
+        help="DNS server to ask, IP[:PORT] (default %(default)s)",
+    )
+    verify.add_argument(
+        "--json", action="store_true", help="one JSON object per signature (JSON Lines)"
+    )
     verify.set_defaults(handler=run_verify)
 
 
@@ -71,6 +79,16 @@ def run_keygen(args: argparse.Namespace) -> int:
             handle.write(pem)
     except OSError as exc:
         raise MxflowError(f"cannot write {path}: {exc.strerror}") from exc
+    if args.json:
+        print_json(
+            {
+                "key_file": str(path),
+                "name": f"{selector}._domainkey.{domain}",
+                "type": "TXT",
+                "value": record,
+            }
+        )
+        return 0
     print(f"; private key written to {path}")
     print(dns_record_text(selector, domain, record))
     return 0
@@ -101,9 +119,22 @@ def run_verify(args: argparse.Namespace) -> int:
     raw = _read(args.message, "message")
     resolver = resolver_option(args.resolver)
     results = asyncio.run(verify_dkim(raw, resolver))
+    status = 0 if any(r.result == "pass" for r in results) else 1
+    if args.json:
+        for r in results:
+            print_json(
+                {
+                    "result": r.result,
+                    "domain": r.domain,
+                    "selector": r.selector,
+                    "algorithm": r.algorithm,
+                    "reason": r.reason,
+                }
+            )
+        return status
     if not results:
         print("dkim=none (message not signed)")
         return 1
     for result in results:
         print(result.ar_part())
-    return 0 if any(r.result == "pass" for r in results) else 1
+    return status

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from mxflow.commands import Subparsers
+from mxflow.commands import DEFAULT_RESOLVER, Subparsers, print_json
 from mxflow.errors import MxflowError
 
 
@@ -33,7 +33,7 @@ def register(sub: Subparsers) -> None:
         "--zone", action="append", required=True, metavar="FILE", help="a zone file (repeatable)"
     )
     serve.add_argument(
-        "--listen", default="127.0.0.53:5353", help="IP:PORT to bind (default %(default)s)"
+        "--listen", default=DEFAULT_RESOLVER, help="IP:PORT to bind (default %(default)s)"
     )
     serve.set_defaults(handler=serve_command)
 
@@ -49,6 +49,9 @@ def register(sub: Subparsers) -> None:
         "--format", choices=("both", "zone", "table"), default="both", help="what to print"
     )
     plan.add_argument(
+        "--json", action="store_true", help="one JSON object per record instead (JSON Lines)"
+    )
+    plan.add_argument(
         "--zone-dir",
         metavar="DIR",
         help="also write the domain's zone and the lab zones of the other parties here",
@@ -62,7 +65,9 @@ def register(sub: Subparsers) -> None:
         "severities. Exit status 1 when an error is found.",
     )
     check.add_argument("domain")
-    check.add_argument("--resolver", default="127.0.0.53:53", help="DNS server IP[:PORT]")
+    check.add_argument(
+        "--resolver", default=DEFAULT_RESOLVER, help="DNS server IP[:PORT] (default %(default)s)"
+    )
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument(
         "--selector", action="append", default=[], help="DKIM selector to look for (repeatable)"
@@ -110,11 +115,23 @@ def plan_command(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     plan = plan_records(topology, args.scenario)
-    if args.format in {"both", "zone"}:
+    if args.json:
+        for r in plan.records:
+            print_json(
+                {
+                    "domain": plan.domain,
+                    "name": r.name,
+                    "type": r.rdtype,
+                    "ttl": r.ttl,
+                    "value": r.value,
+                    "purpose": r.purpose,
+                }
+            )
+    elif args.format in {"both", "zone"}:
         print(plan.zone_fragment(), end="")
-    if args.format == "both":
+    if args.format == "both" and not args.json:
         print()
-    if args.format in {"both", "table"}:
+    if args.format in {"both", "table"} and not args.json:
         print(plan.table(), end="")
     if args.zone_dir:
         directory = Path(args.zone_dir)

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import sys
 
-from mxflow.commands import Subparsers
+from mxflow.commands import DEFAULT_RESOLVER, Subparsers, print_json
 from mxflow.errors import MxflowError
 
 
@@ -31,12 +31,13 @@ def register(sub: Subparsers) -> None:
     evaluate.add_argument("--sender", required=True, help="MAIL FROM address ('' = null sender)")
     evaluate.add_argument("--helo", default="", help="the HELO/EHLO name")
     evaluate.add_argument(
-        "--resolver", default="127.0.0.53:53", help="DNS server IP[:PORT] (default %(default)s)"
+        "--resolver", default=DEFAULT_RESOLVER, help="DNS server IP[:PORT] (default %(default)s)"
     )
     evaluate.add_argument("--receiver", default="unknown", help="this host's name for headers")
     evaluate.add_argument(
         "--headers", action="store_true", help="also print Received-SPF and Authentication-Results"
     )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead")
     evaluate.set_defaults(handler=eval_command)
 
     lint = commands.add_parser(
@@ -47,7 +48,9 @@ def register(sub: Subparsers) -> None:
     )
     lint.add_argument("record", nargs="?", help="the record text, e.g. 'v=spf1 mx -all'")
     lint.add_argument("--domain", help="lint the SPF published at this domain (follows includes)")
-    lint.add_argument("--resolver", default="127.0.0.53:53", help="DNS server IP[:PORT]")
+    lint.add_argument(
+        "--resolver", default=DEFAULT_RESOLVER, help="DNS server IP[:PORT] (default %(default)s)"
+    )
     lint.add_argument("--json", action="store_true", help="print the report as JSON")
     lint.add_argument(
         "--private-ok",
@@ -73,6 +76,21 @@ def eval_command(args: argparse.Namespace) -> int:
     result = asyncio.run(
         check_mail_from(args.ip, sender, helo=args.helo, resolver=resolver, receiver=args.receiver)
     )
+    status = 0 if result.result == "pass" else 1
+    identity = "mailfrom" if sender else "helo"
+    if args.json:
+        print_json(
+            {
+                "result": result.result,
+                "reason": result.reason,
+                "mechanism": result.mechanism,
+                "domain": result.domain,
+                "identity": identity,
+                "explanation": result.explanation,
+                "received_spf": received_spf_header(result, identity=identity),
+            }
+        )
+        return status
     line = f"{result.result} {result.reason}".rstrip()
     if result.mechanism and result.mechanism not in result.reason:
         line += f" [{result.mechanism}]"
@@ -80,11 +98,10 @@ def eval_command(args: argparse.Namespace) -> int:
     if result.explanation:
         print(f"explanation: {result.explanation}")
     if args.headers:
-        identity = "mailfrom" if sender else "helo"
         print(f"Received-SPF: {received_spf_header(result, identity=identity)}")
         part = auth_results_part(result, identity=identity)
         print(f"Authentication-Results: {args.receiver}; {part}")
-    return 0 if result.result == "pass" else 1
+    return status
 
 
 def lint_command(args: argparse.Namespace) -> int:

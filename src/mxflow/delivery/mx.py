@@ -16,6 +16,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from mxflow.errors import MxflowError
+
 
 @dataclass(frozen=True)
 class MxHost:
@@ -24,7 +26,7 @@ class MxHost:
     addresses: tuple[str, ...]
 
 
-class MxError(Exception):
+class MxError(MxflowError):
     """Resolution gave no usable host; `permanent` says bounce (True) or retry (False)."""
 
     def __init__(self, status: str, text: str, *, permanent: bool) -> None:

@@ -72,6 +72,7 @@ class Scheduler:
         self._scheduled: dict[str, float] = {}  # queue id -> time it is due
         self._active: set[str] = set()
         self._deleted: set[str] = set()
+        self._holding: dict[str, str] = {}  # held while an attempt was in flight: reason
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._stopping = False
@@ -96,17 +97,21 @@ class Scheduler:
         removed = self.spool.clean_incomplete()
         if removed:
             log.warning("removed %d incomplete (never acknowledged) spool files", removed)
-        count = 0
+        self.apply_requests()  # a hold asked for while the node was down comes first
+        count = held = 0
         for queue_id in self.spool.owned_ids():
             try:
                 state = self.spool.load_state(queue_id)
             except (SpoolError, OSError, ValueError) as exc:
                 log.error("recover id=%s unreadable: %s", queue_id, exc)
                 continue
+            if state.held is not None:
+                held += 1  # never attempted until `mxflow queue release`
+                continue
             self._schedule(queue_id, state.next_attempt)
             count += 1
-        if count:
-            log.info("recovered %d queued messages", count)
+        if count or held:
+            log.info("recovered %d queued messages (%d held, not scheduled)", count, held)
         return count
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -160,17 +165,66 @@ class Scheduler:
 
     async def _control_loop(self) -> None:
         while not self._stopping:
-            for queue_id, op in self.spool.take_requests():
-                if op == "retry":
-                    ok = self.retry_now(queue_id)
-                    log.info("queue retry id=%s scheduled=%s", queue_id, ok)
-                elif op == "delete":
-                    self._deleted.add(queue_id)
-                    self._scheduled.pop(queue_id, None)
-                    self._fresh.pop(queue_id, None)
-                    if queue_id not in self._active:
-                        self._delete(queue_id)
+            self.apply_requests()
             await asyncio.sleep(CONTROL_POLL)
+
+    def apply_requests(self) -> None:
+        """Carry out the `mxflow queue` requests left in the spool's control directory.
+
+        retry / flush: attempt now (not a held message: release it first); hold: record
+        the reason in the state file and attempt no more (also after a restart); release:
+        clear it and attempt now; delete: remove it (after an attempt in flight ends).
+        """
+        for queue_id, op, detail in self.spool.take_requests_with_detail():
+            if op in ("retry", "flush"):
+                ok = not self._is_held(queue_id) and self.retry_now(queue_id)
+                log.info("queue %s id=%s scheduled=%s", op, queue_id, ok)
+            elif op == "hold":
+                self._hold(queue_id, detail.strip() or "held by the administrator")
+            elif op == "release":
+                self._release(queue_id)
+            elif op == "delete":
+                self._deleted.add(queue_id)
+                self._scheduled.pop(queue_id, None)
+                self._fresh.pop(queue_id, None)
+                self._holding.pop(queue_id, None)
+                if queue_id not in self._active:
+                    self._delete(queue_id)
+
+    def _is_held(self, queue_id: str) -> bool:
+        if queue_id in self._holding:
+            return True
+        try:
+            return self.spool.load_state(queue_id).held is not None
+        except (OSError, SpoolError, ValueError):
+            return False
+
+    def _hold(self, queue_id: str, reason: str) -> None:
+        """Attempt `queue_id` no more; an attempt in flight records the hold as it ends."""
+        self._scheduled.pop(queue_id, None)
+        if queue_id in self._active:
+            self._holding[queue_id] = reason
+        elif not self._set_held(queue_id, reason):
+            return
+        self._fresh.pop(queue_id, None)
+        log.info("queue hold id=%s reason=%r", queue_id, reason)
+
+    def _set_held(self, queue_id: str, reason: str | None) -> bool:
+        try:
+            state = self.spool.load_state(queue_id)
+        except (OSError, SpoolError, ValueError) as exc:
+            log.info("queue hold/release id=%s not possible: %s", queue_id, exc)
+            return False
+        state.held = reason
+        self.spool.save_state(queue_id, state)
+        return True
+
+    def _release(self, queue_id: str) -> None:
+        self._holding.pop(queue_id, None)
+        if queue_id in self._active or not self._set_held(queue_id, None):
+            return
+        log.info("queue release id=%s", queue_id)
+        self._schedule(queue_id, 0.0)
 
     def _delete(self, queue_id: str) -> None:
         try:
@@ -224,6 +278,8 @@ class Scheduler:
             except (SpoolError, OSError):
                 return  # deleted meanwhile
         had_state = fresh is None
+        if state.held is not None:
+            return  # held: attempted only once released
         pending = state.pending()
         if not pending:
             self.spool.remove_later(queue_id)
@@ -241,9 +297,12 @@ class Scheduler:
             intervals = self.config.delivery.retry_intervals
             delay = intervals[min(state.attempts - 1, len(intervals) - 1)]
             state.next_attempt = now + delay
+            state.held = self._holding.pop(queue_id, None)  # held during this attempt
             await asyncio.to_thread(self.spool.save_state, queue_id, state)
-            self._schedule(queue_id, state.next_attempt)
+            if state.held is None:
+                self._schedule(queue_id, state.next_attempt)
         else:
+            self._holding.pop(queue_id, None)
             self.spool.remove_later(queue_id, has_state=had_state)
 
     async def _deliver(

@@ -4,7 +4,8 @@ Layout under the spool directory (plain files, so `mxflow queue` works on a runn
 
     queue/<id>          a message: `MXSPOOL 1\\n`, one JSON envelope line, the raw bytes
     state/<id>.json     per-recipient delivery state (absent: every recipient pending)
-    control/<id>.<op>   a request from the CLI (`retry`, `delete`) the owning worker picks up
+    control/<id>.<op>   a request from the CLI (`retry`, `flush`, `hold`, `release`,
+                        `delete`) the owning worker picks up
 
 A message file is written in place under its final name (no temporary file and rename):
 on ext4 the fsync of a new file also commits its directory entry, so a message costs ONE
@@ -42,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mxflow.errors import MxflowError
 
 MAGIC = b"MXSPOOL 1\n"
 
@@ -92,6 +95,9 @@ class QueueState:
     attempts: int = 0
     next_attempt: float = 0.0
     warned: bool = False  # the sender was told the message is delayed
+    # Why the message is held (never attempted until released), or None. Kept in the
+    # state file, so a hold survives a restart.
+    held: str | None = None
 
     def pending(self) -> list[str]:
         return [r for r, s in self.rcpts.items() if s.status in (PENDING, DEFERRED)]
@@ -103,22 +109,29 @@ class QueueState:
                 "attempts": self.attempts,
                 "next_attempt": self.next_attempt,
                 "warned": self.warned,
+                "held": self.held,
             }
         )
 
     @classmethod
     def from_json(cls, text: str) -> QueueState:
         data = json.loads(text)
+        held = data.get("held")
         return cls(
             rcpts={r: RecipientState(**s) for r, s in data["rcpts"].items()},
             attempts=int(data.get("attempts", 0)),
             next_attempt=float(data.get("next_attempt", 0.0)),
             warned=bool(data.get("warned", False)),
+            held=str(held) if held is not None else None,
         )
 
 
-class SpoolError(Exception):
-    pass
+# What `mxflow queue` may ask the running owner of a message (control/<id>.<op>).
+CONTROL_OPS = ("retry", "flush", "hold", "release", "delete")
+
+
+class SpoolError(MxflowError):
+    """A spool file is missing, incomplete or not a spool file."""
 
 
 _counter = itertools.count(secrets.randbelow(1 << 16))
@@ -523,11 +536,33 @@ class Spool:
 
     # ----------------------------------------------------------------- CLI control
 
-    def request(self, queue_id: str, op: str) -> None:
-        """Ask the running owner of `queue_id` to `retry` or `delete` it."""
-        if op not in ("retry", "delete"):
+    def request(self, queue_id: str, op: str, detail: str = "") -> None:
+        """Ask the running owner of `queue_id` to carry out `op` (one of CONTROL_OPS).
+
+        `detail` is stored in the request file (the reason of a `hold`); the file name is
+        written last (rename), so the owner never reads a half-written request.
+        """
+        if op not in CONTROL_OPS:
             raise SpoolError(f"unknown operation {op!r}")
-        (self.control / f"{queue_id}.{op}").write_text(str(time.time()))
+        tmp = self.control / f".{queue_id}.{op}.{os.getpid()}.tmp"
+        tmp.write_text(detail or str(time.time()))
+        os.replace(tmp, self.control / f"{queue_id}.{op}")
+
+    def take_requests_with_detail(self) -> Iterator[tuple[str, str, str]]:
+        """As `take_requests`, with each request's stored detail (the hold reason)."""
+        try:
+            names = os.listdir(self.control)
+        except FileNotFoundError:
+            return
+        for name in names:
+            queue_id, _, op = name.partition(".")
+            if not self.valid_id(queue_id) or not self.owns(queue_id):
+                continue
+            path = self.control / name
+            with contextlib.suppress(FileNotFoundError):
+                detail = path.read_text(errors="replace")
+                os.unlink(path)
+                yield queue_id, op, detail
 
     def take_requests(self) -> Iterator[tuple[str, str]]:
         """Pending CLI requests for ids this worker owns; each is removed as it is taken."""

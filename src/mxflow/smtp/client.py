@@ -17,12 +17,25 @@ TLS policy: `none` never starts TLS; `opportunistic` uses STARTTLS when offered,
 checking the certificate, and falls back to plaintext if the handshake fails; `required`
 insists on TLS (any certificate); `verify` insists on TLS with a certificate valid for
 the route's `tls_name` (or the MX host name) against `ca_file` (or the system CAs).
+
+The next hop is not trusted to follow the protocol (a hostile or broken server must not
+make us lose mail or hang). Every reply code is checked against the command it answers
+(`EXPECTED`): a code that is neither the expected one nor a 4xx/5xx refusal (say a 250 to
+DATA instead of 354) is a `ProtocolViolation`, a temporary failure that keeps the message
+queued, never a delivery. Bytes that arrive when no reply is due (a server running ahead
+of our commands to desynchronise them) end the session before the next command. Every
+reply, multi-line ones included, is bounded in size (`MAX_REPLY_LINE`, `MAX_REPLY_BYTES`)
+and in time (the whole reply, not each line). At the STARTTLS switch, plaintext the server
+sent after its 220 and before the handshake is discarded, so a man in the middle cannot
+inject replies that we would read as if they came inside TLS (the client side of
+CVE-2011-0411).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import ssl
@@ -31,9 +44,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxflow.config import TlsPolicy
+from mxflow.errors import MxflowError
+
+log = logging.getLogger("mxflow.delivery")
 
 IDLE_SECONDS = 30.0
+MAX_REPLY_LINE = 2048  # RFC 5321 §4.5.3.1.5 allows 512 octets; four times that, no more
+MAX_REPLY_BYTES = 32 * 1024  # a whole multi-line reply (an EHLO reply is well under 1 KB)
+STREAM_LIMIT = 64 * 1024  # the reader's buffer: replies are small, never buffer megabytes
+
+# The reply code that means "go on" for each command; 4xx and 5xx are refusals the caller
+# handles; any other code is a protocol violation (a temporary failure, never a success).
+EXPECTED: dict[str, frozenset[int]] = {
+    "greeting": frozenset({220}),
+    "EHLO": frozenset({250}),
+    "HELO": frozenset({250}),
+    "STARTTLS": frozenset({220}),
+    "MAIL": frozenset({250}),
+    "RCPT": frozenset({250, 251}),
+    "DATA": frozenset({354}),
+    "end of data": frozenset({250}),
+    "RSET": frozenset({250}),
+}
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_REPLY_CODE = re.compile(r"[2-5][0-9][0-9]")
 
 
 @dataclass(frozen=True)
@@ -83,8 +117,16 @@ class Reply:
         return f"{self.code or 'no-session'} {self.text}{where}"
 
 
-class SessionError(Exception):
+class SessionError(MxflowError):
     """The session broke (connection lost, timeout, garbage): try again, maybe elsewhere."""
+
+
+class ProtocolViolation(SessionError):
+    """The server answered with a code its command cannot have (say 250 to DATA).
+
+    A temporary failure: the message stays queued. The session is not reused, and a send
+    on a reused session is not retried on a fresh one (the server is lying, not idle).
+    """
 
 
 class TlsUnavailable(SessionError):
@@ -133,27 +175,77 @@ class Session:
 
     async def reply(self) -> tuple[int, str]:
         """One reply; multi-line texts are joined with a space."""
-        lines: list[str] = []
+        code, lines = await self.reply_lines()
+        return code, " ".join(lines).strip()
+
+    async def reply_lines(self) -> tuple[int, list[str]]:
+        """One reply as its code and the text of each line, within the size and time limits.
+
+        The timeout covers the whole reply: a server that trickles an endless multi-line
+        reply one line at a time cannot hold the session past it.
+        """
         try:
             async with asyncio.timeout(self.timeout):
-                while True:
-                    line = await self.reader.readline()
-                    if not line:
-                        raise SessionError(f"{self.endpoint} closed the connection")
-                    text = line.decode("utf-8", "replace").rstrip("\r\n")
-                    if len(text) < 3 or not text[:3].isdigit():
-                        raise SessionError(f"{self.endpoint} sent a malformed reply {text!r}")
-                    lines.append(text[4:])
-                    if text[3:4] != "-":
-                        return int(text[:3]), " ".join(lines).strip()
+                return await self._read_reply()
         except TimeoutError:
             self.broken = True
             raise SessionError(f"{self.endpoint} did not reply in {self.timeout:.0f}s") from None
+        except SessionError:
+            self.broken = True
+            raise
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             self.broken = True
             raise SessionError(f"connection to {self.endpoint} lost: {exc}") from None
 
+    async def _read_reply(self) -> tuple[int, list[str]]:
+        lines: list[str] = []
+        total = 0
+        code = ""
+        while True:
+            try:
+                raw = await self.reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                raise SessionError(f"{self.endpoint} closed the connection") from None
+            except asyncio.LimitOverrunError:
+                raise SessionError(f"{self.endpoint} sent a reply line without end") from None
+            total += len(raw)
+            if len(raw) > MAX_REPLY_LINE or total > MAX_REPLY_BYTES:
+                raise SessionError(
+                    f"{self.endpoint} sent an oversized reply ({total} bytes so far; limits"
+                    f" {MAX_REPLY_LINE} a line, {MAX_REPLY_BYTES} a reply)"
+                )
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if (
+                not _REPLY_CODE.match(text)  # ASCII digits: "2²0" passes str.isdigit()
+                or text[3:4] not in ("", " ", "-")
+                or (code and text[:3] != code)
+            ):
+                raise ProtocolViolation(f"{self.endpoint} sent a malformed reply {text[:80]!r}")
+            code = text[:3]
+            lines.append(text[4:])
+            if text[3:4] != "-":
+                return int(code), lines
+
+    def check(self, command: str, code: int, text: str) -> None:
+        """Raise ProtocolViolation when `code` cannot answer `command` (see EXPECTED)."""
+        if code in EXPECTED[command] or 400 <= code < 600:
+            return
+        self.broken = True
+        wanted = "/".join(str(c) for c in sorted(EXPECTED[command]))
+        raise ProtocolViolation(
+            f"{self.endpoint} answered {command} with {code} {text[:120]!r}"
+            f" (expected {wanted}, 4xx or 5xx)"
+        )
+
     def send(self, *chunks: bytes) -> None:
+        """Write commands or data. We write only when every reply we asked for has been
+        read, so bytes already waiting mean the server is out of step with us (it sent
+        replies nobody asked for, or it said 421 and hung up while the session was idle):
+        the session is not used further."""
+        waiting = buffered(self.reader)
+        if waiting:
+            self.broken = True
+            raise SessionError(f"{self.endpoint} sent {waiting} bytes we did not ask for")
         try:
             self.writer.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
         except (ConnectionError, OSError) as exc:
@@ -188,21 +280,8 @@ class Session:
             params += " SMTPUTF8"
         commands = [f"MAIL FROM:<{mail_from}>{params}", *(f"RCPT TO:<{r}>" for r in rcpts), "DATA"]
         encoded = [c.encode("utf-8") + b"\r\n" for c in commands]
-        replies: list[tuple[int, str]] = []
-        if "PIPELINING" in self.extensions:
-            self.send(*encoded)
-            for _ in encoded:
-                replies.append(await self.reply())
-        else:
-            self.send(encoded[0])
-            replies.append(await self.reply())
-            if replies[0][0] == 250:
-                for line in encoded[1:-1]:
-                    self.send(line)
-                    replies.append(await self.reply())
-                if any(code in (250, 251) for code, _ in replies[1:]):
-                    self.send(encoded[-1])
-                    replies.append(await self.reply())
+        replies = await self._envelope(encoded)
+        self._check_replies(replies, len(rcpts))
         mail = replies[0]
         if mail[0] != 250:
             if len(replies) == len(encoded) and replies[-1][0] == 354:
@@ -229,18 +308,46 @@ class Session:
             return result
         self.send(data, b".\r\n")
         code, text = await self.reply()
+        self.check("end of data", code, text)
         for rcpt in accepted:
             result[rcpt] = Reply(code, text, remote)
         if code == 421:
             self.broken = True
         return result
 
+    async def _envelope(self, encoded: list[bytes]) -> list[tuple[int, str]]:
+        """MAIL, RCPT... and DATA: in one write with PIPELINING, else one at a time (and
+        DATA only when a recipient was accepted). The replies, in order."""
+        replies: list[tuple[int, str]] = []
+        if "PIPELINING" in self.extensions:
+            self.send(*encoded)
+            for _ in encoded:
+                replies.append(await self.reply())
+            return replies
+        self.send(encoded[0])
+        replies.append(await self.reply())
+        if replies[0][0] == 250:
+            for line in encoded[1:-1]:
+                self.send(line)
+                replies.append(await self.reply())
+            if any(code in (250, 251) for code, _ in replies[1:]):
+                self.send(encoded[-1])
+                replies.append(await self.reply())
+        return replies
+
+    def _check_replies(self, replies: list[tuple[int, str]], rcpts: int) -> None:
+        """Each reply of MAIL, RCPT... and DATA against its command (ProtocolViolation)."""
+        for i, (code, text) in enumerate(replies):
+            command = "MAIL" if i == 0 else "RCPT" if i <= rcpts else "DATA"
+            self.check(command, code, text)
+
     async def _abort_data(self) -> None:
         self.send(b".\r\n")
         await self.reply()
 
     async def _rset(self) -> None:
-        code, _ = await self.command("RSET")
+        code, text = await self.command("RSET")
+        self.check("RSET", code, text)
         if code != 250:
             self.broken = True
 
@@ -251,6 +358,28 @@ class Session:
                 self.writer.write(b"QUIT\r\n")
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """How many bytes `reader` holds unread (see `discard_buffered` on the attribute)."""
+    buffer = getattr(reader, "_buffer", None)
+    return len(buffer) if isinstance(buffer, bytearray) else 0
+
+
+def discard_buffered(reader: asyncio.StreamReader) -> int:
+    """Drop whatever `reader` holds unread; returns how many bytes that was.
+
+    asyncio keeps bytes that arrived before `start_tls` in the reader's buffer and hands
+    them out as if they had come through TLS. StreamReader has no public way to drop them,
+    so this reaches for its buffer (a bytearray in every CPython since 3.4); if that ever
+    changes, it refuses to go on rather than silently keep the plaintext.
+    """
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray):
+        raise TlsUnavailable("cannot discard plaintext before TLS on this Python")
+    size = len(buffer)
+    buffer.clear()
+    return size
 
 
 def _parse_ehlo(text_lines: list[str]) -> dict[str, str]:
@@ -350,29 +479,20 @@ class ConnectionPool:
         """A new session: greeting, EHLO, and TLS as the policy asks (unless `plaintext`)."""
         try:
             sock = await self._socket(ep)
-            reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"connection to {ep} failed: {exc}") from None
         self.connects += 1
         session = Session(reader, writer, ep, self.connect_timeout)
         try:
             code, text = await session.reply()
+            session.check("greeting", code, text)
             if code != 220:
                 raise RefusedGreeting(code, text)
             await self._ehlo(session)
             if ep.tls != "none" and not plaintext:
                 if "STARTTLS" in session.extensions:
-                    code, text = await session.command("STARTTLS")
-                    if code != 220:
-                        raise TlsUnavailable(f"{ep} refused STARTTLS: {code} {text}")
-                    try:
-                        async with asyncio.timeout(self.connect_timeout):
-                            await writer.start_tls(
-                                self._tls_context(ep), server_hostname=ep.tls_name or ep.address
-                            )
-                    except (ssl.SSLError, OSError, TimeoutError) as exc:
-                        raise TlsUnavailable(f"TLS handshake with {ep} failed: {exc}") from exc
-                    session.tls = True
+                    await self._starttls(session)
                     await self._ehlo(session)
                 elif ep.tls in ("required", "verify"):
                     raise TlsUnavailable(f"{ep} does not offer STARTTLS (TLS policy {ep.tls})")
@@ -382,22 +502,38 @@ class ConnectionPool:
         session.timeout = self.command_timeout
         return session
 
+    async def _starttls(self, session: Session) -> None:
+        """STARTTLS and the handshake; plaintext buffered after the 220 is thrown away."""
+        ep = session.endpoint
+        code, text = await session.command("STARTTLS")
+        if code != 220:
+            raise TlsUnavailable(f"{ep} refused STARTTLS: {code} {text}")
+        injected = discard_buffered(session.reader)
+        if injected:
+            log.warning(
+                "discarded %d bytes %s sent in plaintext after its 220 to STARTTLS"
+                " (command injection?)",
+                injected,
+                ep,
+            )
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await session.writer.start_tls(
+                    self._tls_context(ep), server_hostname=ep.tls_name or ep.address
+                )
+        except (ssl.SSLError, OSError, TimeoutError) as exc:
+            raise TlsUnavailable(f"TLS handshake with {ep} failed: {exc}") from exc
+        session.tls = True
+
     async def _ehlo(self, session: Session) -> None:
         session.send(f"EHLO {self.local_hostname}\r\n".encode())
-        lines: list[str] = []
-        async with asyncio.timeout(session.timeout):
-            while True:
-                raw = await session.reader.readline()
-                if not raw:
-                    raise SessionError(f"{session.endpoint} closed the connection")
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                lines.append(text[4:])
-                if text[3:4] != "-":
-                    break
-        if text[:3] == "250":
+        code, lines = await session.reply_lines()
+        session.check("EHLO", code, " ".join(lines))
+        if code == 250:
             session.extensions = _parse_ehlo(lines)
             return
         code, reply = await session.command(f"HELO {self.local_hostname}")
+        session.check("HELO", code, reply)
         if code != 250:
             raise RefusedGreeting(code, reply)
         session.extensions = {}
@@ -449,6 +585,9 @@ async def send(
                 result = await session.transaction(
                     mail_from, rcpts, data, body_8bit=body_8bit, smtputf8=smtputf8
                 )
+            except ProtocolViolation as exc:
+                session.close(polite=False)
+                return {r: Reply(0, f"4.5.0 {exc}", remote) for r in rcpts}
             except SessionError as exc:
                 session.close(polite=False)
                 session = None

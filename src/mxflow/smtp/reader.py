@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mxflow.errors import MxflowError
+
 READ_CHUNK = 256 * 1024
 MAX_COMMAND = 4096
 SPILL_THRESHOLD = 512 * 1024
@@ -78,7 +80,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class Closed(Exception):
+class Closed(MxflowError):
     """The client went away (or must be dropped)."""
 
 

@@ -69,7 +69,7 @@ _COLUMNS = (
 )
 
 
-class QuarantineError(Exception):
+class QuarantineError(MxflowError):
     """No such message, or it cannot be released in its state."""
 
 

@@ -14,13 +14,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mxflow.errors import MxflowError
 from mxflow.web.accounts import Accounts, Session
 
 COOKIE = "mxflow_session"
 LOGIN_COOKIE = "mxflow_login"
 
 
-class Denied(Exception):
+class Denied(MxflowError):
     """The request may not go on: the response says why (login page, 403, 400...)."""
 
     def __init__(self, response: Response) -> None:

@@ -1,0 +1,1 @@
+"""Fuzz targets for the parsers that read hostile bytes (see fuzz/README.md)."""
