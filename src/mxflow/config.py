@@ -43,6 +43,7 @@ class Listener:
     key: Path | None = None
     client_ca: Path | None = None  # ask clients for a certificate signed by this CA
     generate_cert: bool = False  # create a self-signed cert/key if missing
+    submission: bool = False  # a submission port (587): AUTH after TLS, MAIL only after AUTH
 
 
 @dataclass(frozen=True)
@@ -379,14 +380,19 @@ def _listener(t: _Table, data_dir: Path) -> Listener:
     key = _path(data_dir, t.opt_text("key"))
     client_ca = _path(data_dir, t.opt_text("client_ca"))
     generate = t.flag("generate_cert", False)
+    submission = t.flag("submission", False)
     t.done()
+    if submission and tls == "none":
+        raise t.error(
+            "tls", tls, "starttls or implicit on a submission listener (no AUTH in clear)"
+        )
     if tls != "none" and (cert is None or key is None):
         raise t.error("cert", None, f"cert and key files for tls = {tls!r} (or tls = 'none')")
     if tls != "none" and not generate:
         for name, p in (("cert", cert), ("key", key)):
             if p is not None and not p.exists():
                 raise t.error(name, str(p), "an existing file (or set generate_cert = true)")
-    return Listener(address, port, tls, cert, key, client_ca, generate)  # type: ignore[arg-type]
+    return Listener(address, port, tls, cert, key, client_ca, generate, submission)  # type: ignore[arg-type]
 
 
 def _accepted_domain(t: _Table, data_dir: Path) -> AcceptedDomain:
