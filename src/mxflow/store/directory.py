@@ -32,7 +32,7 @@ from typing import Literal
 
 from mxflow.config import NodeConfig
 from mxflow.errors import MxflowError
-from mxflow.store.passwords import hash_password
+from mxflow.store.passwords import check_password_text, hash_password
 from mxflow.store.trace import STATUS_EXPANDED, TraceStore
 
 FILE_NAME = "directory.sqlite"
@@ -377,10 +377,8 @@ class Directory:
         entry = self.recipient(address)
         if entry is None or entry.kind != "mailbox":
             raise DirectoryError(f"no mailbox {address.strip().lower()!r}")
-        try:
-            hashed = hash_password(password)
-        except ValueError as exc:
-            raise DirectoryError(str(exc)) from None
+        validate_password(password)
+        hashed = hash_password(password)
         with self._db as db:
             db.execute(
                 "INSERT OR REPLACE INTO passwords VALUES (?, ?, ?)",
@@ -490,6 +488,14 @@ class Directory:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return len(addresses)
+
+
+def validate_password(password: str) -> None:
+    """DirectoryError when `password` cannot be a login password (empty, too long, CR/LF)."""
+    try:
+        check_password_text(password)
+    except ValueError as exc:
+        raise DirectoryError(str(exc)) from None
 
 
 def record_expansion(

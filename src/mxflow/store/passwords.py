@@ -30,13 +30,22 @@ def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=HASH_BYTES)
 
 
-def hash_password(password: str) -> str:
-    """The stored form of `password` with a fresh salt; ValueError when it is unusable."""
-    octets = password.encode("utf-8")
+def check_password_text(password: str) -> None:
+    """ValueError when `password` cannot be typed at a client's login (SASL carries it)."""
+    try:
+        octets = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a password is UTF-8 text") from None
     if not octets or len(octets) > MAX_PASSWORD:
         raise ValueError(f"a password is 1 to {MAX_PASSWORD} octets of UTF-8")
     if any(c in password for c in "\r\n\0"):
         raise ValueError("a password may not contain CR, LF or NUL")
+
+
+def hash_password(password: str) -> str:
+    """The stored form of `password` with a fresh salt; ValueError when it is unusable."""
+    check_password_text(password)
+    octets = password.encode("utf-8")
     salt = secrets.token_bytes(SALT_BYTES)
     digest = _scrypt(octets, salt, N, R, P)
     b64 = base64.b64encode
