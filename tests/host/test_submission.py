@@ -8,10 +8,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from mxflow.auth.authenticate import authenticate
-from mxflow.config import NodeConfig
+from mxflow.config import NodeConfig, load_config, parse_config
 from mxflow.delivery.mailbox import read_maildir
+from mxflow.errors import ConfigError
 from mxflow.roles.build import build_node
+from tests.clirun import ROOT
 from tests.conftest import free_port, unique_loopback
 from tests.dnsserver import EmbeddedDnsServer, serve_zone_text
 from tests.engine.helpers import RawSmtp, maildir_messages, sink_config, stuffed, wait_for
@@ -199,3 +203,22 @@ async def test_a_user_cannot_send_as_someone_else(tmp_path: Path) -> None:
         await wait_for(lambda: len(inbox(cfg, "alice@contoso.com")) == 1)
     (stored,) = inbox(cfg, "alice@contoso.com")
     assert b"Subject: own" in stored and b"d=contoso.com" in stored
+
+
+def test_the_example_has_a_submission_port_and_an_outbound_connector(tmp_path: Path) -> None:
+    config = load_config(ROOT / "examples" / "host.toml", data_dir=tmp_path)
+    (submission,) = [x for x in config.listeners if x.submission]
+    assert (submission.address, submission.port, submission.tls) == ("127.40.0.1", 5587, "starttls")
+    outbound = config.route_for("fabrikam.com")
+    assert outbound is not None and outbound.smart_hosts and outbound.tls == "required"
+    assert config.route_for("contoso.com") is not None
+    assert config.route_for("contoso.com").maildir is not None  # type: ignore[union-attr]
+
+
+def test_a_submission_listener_needs_tls(tmp_path: Path) -> None:
+    data = {
+        "node": {"name": "h", "hostname": "h.test", "role": "host"},
+        "listeners": [{"address": "127.0.0.1", "port": 0, "tls": "none", "submission": True}],
+    }
+    with pytest.raises(ConfigError, match="no AUTH in clear"):
+        parse_config(data, "<h>", data_dir=tmp_path)
