@@ -49,6 +49,7 @@ from mxflow.smtp.protocol import (
     Step,
 )
 from mxflow.smtp.reader import READ_CHUNK, Closed, InputBuffer, LineTooLong, Spill
+from mxflow.smtp.sasl import AuthOutcome
 from mxflow.smtp.tls import server_context, tls_info
 
 log = logging.getLogger("mxflow.smtp")
@@ -334,7 +335,7 @@ class SmtpServer:
         """Ask the node whether the credentials are good (the hash runs off the loop)."""
         assert proto.authenticator is not None and step.credentials is not None
         outcome, account = await proto.authenticator.verify(proto.session, step.credentials)
-        if outcome.value != "ok":
+        if outcome is not AuthOutcome.OK:
             log.warning(
                 "auth failed client=%s user=%r outcome=%s",
                 proto.session.peer_ip,
