@@ -14,6 +14,7 @@ as another user, everything is that user's.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -33,6 +34,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
 default_internal_user = {internal}
+default_internal_group = {internal_group}
 default_login_user = {login}
 first_valid_uid = 1
 mail_location = maildir:{maildirs}/%Lu:LAYOUT=maildir++:INDEX={work}/index/%Lu
@@ -116,6 +118,7 @@ def serve_dovecot(
             uid=mail_user.pw_uid,
             gid=mail_user.pw_gid,
             internal="dovecot" if root else me,
+            internal_group="dovecot" if root else grp.getgrgid(os.getegid()).gr_name,
             login="dovenull" if root else me,
             chroot="" if root else "  chroot =\n",
             unprivileged="" if root else UNPRIVILEGED,
