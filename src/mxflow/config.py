@@ -945,6 +945,9 @@ def parse_config(
     listeners = [_listener(t, dd) for t in top.tables("listeners")]
     if not listeners:
         raise ConfigError(file, "listeners", None, "at least one [[listeners]] table")
+    for i, listener in enumerate(listeners):
+        if listener.submission and role != "host":  # only a host has users who log in
+            raise ConfigError(file, f"listeners[{i}].submission", True, "role = 'host'")
     accepted = [_accepted_domain(t, dd) for t in top.tables("accepted_domains")]
     host_config = _host_config(top)  # before connectors: it takes their enhanced-filtering keys
     if role == "host":

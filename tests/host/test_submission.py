@@ -5,6 +5,7 @@ comes back to the sender's Inbox as a DSN."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -222,3 +223,42 @@ def test_a_submission_listener_needs_tls(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="no AUTH in clear"):
         parse_config(data, "<h>", data_dir=tmp_path)
+
+
+def test_only_a_host_has_a_submission_listener(tmp_path: Path) -> None:
+    listener = {"address": "127.0.0.1", "port": 0, "tls": "starttls", "submission": True}
+    listener |= {"cert": "c.pem", "key": "k.pem", "generate_cert": True}
+    data = {"node": {"name": "g", "hostname": "g.test", "role": "gateway"}, "listeners": [listener]}
+    with pytest.raises(ConfigError, match=r"listeners\[0\]\.submission"):
+        parse_config(data, "<g>", data_dir=tmp_path)
+
+
+async def test_auth_login_and_hostile_responses_over_the_wire(tmp_path: Path) -> None:
+    cfg = submission_host(tmp_path / "host", unique_loopback(), routes=[])
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    async with build_node(cfg) as host:
+        client = await RawSmtp.open(host.address, host.port)
+        await client.cmd("EHLO laptop.contoso.com")
+        await starttls(client)
+        await client.cmd("EHLO laptop.contoso.com")
+        assert await client.cmd("AUTH LOGIN") == (334, "VXNlcm5hbWU6")
+        assert (await client.cmd("%%% not base64 %%%"))[0] == 501
+        assert await client.cmd("AUTH PLAIN") == (334, "")
+        assert (await client.cmd("A" * 3000))[1][:5] == "5.5.2"  # over the bound: not decoded
+        assert await client.cmd("NOOP") == (250, "2.0.0 Ok")  # still in step
+        assert await client.cmd("AUTH LOGIN") == (334, "VXNlcm5hbWU6")
+        assert await client.cmd(b64(BOB)) == (334, "UGFzc3dvcmQ6")
+        code, text = await client.cmd(b64(PASSWORD))
+        assert (code, text[:5]) == (235, "2.7.0"), text
+        code, text = await client.mail(BOB, ["alice@contoso.com"], stuffed(letter(BOB, "a", "x")))
+        assert code == 250, text
+        await client.close()
+        # a response longer than any command line ends the connection
+        client = await RawSmtp.open(host.address, host.port)
+        await client.cmd("EHLO laptop.contoso.com")
+        await starttls(client)
+        await client.cmd("EHLO laptop.contoso.com")
+        await client.cmd("AUTH PLAIN")
+        code, text = await client.cmd("A" * 100_000)
+        assert code in (500, 0), text
+        assert (await client.read_reply())[0] == 0  # closed
