@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from mxflow.intake.login import DirectoryLogins
 from mxflow.intake.throttle import LoginThrottle
+from mxflow.smtp.protocol import Session
+from mxflow.smtp.sasl import AuthOutcome, Credentials
 from mxflow.store.directory import Directory, DirectoryError
 from mxflow.store.passwords import hash_password, verify_password
 from tests.clirun import ROOT, assert_one_line_error
@@ -123,3 +126,21 @@ async def test_mailbox_add_and_passwd_read_the_password_from_stdin(tmp_path: Pat
         assert verify_password(directory.password_hash("bob@contoso.com"), "bobs pass")
         assert directory.recipient("dan@contoso.com") is None  # all or nothing
         assert directory.password_hash("erin@contoso.com") is None
+
+
+async def test_parallel_guesses_are_throttled_too(tmp_path: Path) -> None:
+    """Thirty guesses at once from one address: about ten are hashed, the rest refused."""
+    with Directory(tmp_path / "directory.sqlite") as directory:
+        directory.sync_config([("contoso.com", "authoritative")], [("bob@contoso.com", "")])
+        directory.set_password("bob@contoso.com", "right")
+        logins = DirectoryLogins(directory)
+        session = Session("127.66.0.1", 4000)
+        guesses = [Credentials("bob@contoso.com", f"guess{i}") for i in range(30)]
+        results = await asyncio.gather(*(logins.verify(session, c) for c in guesses))
+        outcomes = [outcome for outcome, _ in results]
+        assert outcomes.count(AuthOutcome.BAD) <= 11
+        assert outcomes.count(AuthOutcome.THROTTLED) >= 19
+        ok = await logins.verify(
+            Session("127.66.0.2", 4000), Credentials("bob@contoso.com", "right")
+        )
+        assert ok[0] is AuthOutcome.THROTTLED  # the account, from anywhere
