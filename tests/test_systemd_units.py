@@ -34,7 +34,7 @@ def test_unit_is_hardened(role: str) -> None:
     assert f"--data-dir /var/lib/mxflow/{role}" in s["ExecStart"]
     assert s["ExecStart"].split()[1:3] == ["serve", "--config"]
     assert s["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
-    assert "ExecReload" not in s  # mxflow does not reload its config (yet)
+    assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"  # SIGHUP reloads the config
     assert s["RestartPreventExitStatus"] == "2"
     users = (UNITS / "mxflow.sysusers.conf").read_text()
     assert f"u mxflow-{role} " in users

@@ -64,6 +64,7 @@ class Listener:
     key: Path | None = None
     client_ca: Path | None = None  # ask clients for a certificate signed by this CA
     generate_cert: bool = False  # create a self-signed cert/key if missing
+    submission: bool = False  # a submission port (587): AUTH after TLS, MAIL only after AUTH
 
 
 @dataclass(frozen=True)
@@ -509,14 +510,19 @@ def _listener(t: _Table, data_dir: Path) -> Listener:
     key = _path(data_dir, t.opt_text("key"))
     client_ca = _path(data_dir, t.opt_text("client_ca"))
     generate = t.flag("generate_cert", False)
+    submission = t.flag("submission", False)
     t.done()
+    if submission and tls == "none":
+        raise t.error(
+            "tls", tls, "starttls or implicit on a submission listener (no AUTH in clear)"
+        )
     if tls != "none" and (cert is None or key is None):
         raise t.error("cert", None, f"cert and key files for tls = {tls!r} (or tls = 'none')")
     if tls != "none" and not generate:
         for name, p in (("cert", cert), ("key", key)):
             if p is not None and not p.exists():
                 t.record(name, str(p), "an existing file (or set generate_cert = true)")
-    return Listener(address, port, tls, cert, key, client_ca, generate)  # type: ignore[arg-type]
+    return Listener(address, port, tls, cert, key, client_ca, generate, submission)  # type: ignore[arg-type]
 
 
 def _recipients(t: _Table, data_dir: Path, domain: str, raw: object) -> set[str]:
@@ -1320,6 +1326,9 @@ def parse_config(
         errors.add(err)
         _forget_host_keys(top)
     listeners, accepted, connectors, routes = _tables(top, dd)
+    for i, listener in enumerate(listeners):
+        if listener.submission and node.role != "host":  # only a host has users who log in
+            errors.add(ConfigError(file, f"listeners[{i}].submission", True, "role = 'host'"))
     if node.role == "host":
         with errors.section():
             _refuse_host_recipient_lists(file, accepted)

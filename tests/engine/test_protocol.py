@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
 from mxflow.mail import TlsInfo
-from mxflow.smtp.protocol import Features, Next, Session, SmtpProtocol
+from mxflow.smtp.protocol import Features, Next, Session, SmtpProtocol, Step
+from mxflow.smtp.sasl import AuthOutcome, Credentials
 
 FEATURES = Features(
     hostname="mx.test", max_message_size=1000, max_recipients=2, max_errors=50, starttls=True
@@ -147,3 +151,130 @@ def test_bdat_steps() -> None:
     step = p.handle(b"BDAT 10 last\r\n")
     assert (step.next, step.chunk_size, step.last, step.refusal) == (Next.CHUNK, 10, True, None)
     assert p.handle(b"BDAT ten\r\n").next is Next.CLOSE
+
+
+# ---------------------------------------------------------------------- AUTH (RFC 4954)
+
+SUBMISSION = Features(
+    hostname="mx.test",
+    max_message_size=1000,
+    max_recipients=2,
+    max_errors=50,
+    starttls=True,
+    submission=True,
+    auth=True,
+)
+TLS = TlsInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256)
+
+
+class Logins:
+    """An authenticator that knows one password and can be told to throttle."""
+
+    def __init__(self) -> None:
+        self.blocked = False
+
+    def throttled(self, session: Session) -> bool:
+        return self.blocked
+
+    async def verify(self, session: Session, credentials: Credentials) -> tuple[AuthOutcome, str]:
+        ok = (credentials.username, credentials.password) == ("bob@contoso.com", "s3cret")
+        return (AuthOutcome.OK if ok else AuthOutcome.BAD), credentials.username
+
+
+def submission(tls: bool = True) -> tuple[SmtpProtocol, Logins]:
+    logins = Logins()
+    p = SmtpProtocol(SUBMISSION, AcceptAll(), Session("127.0.0.9", 5000), logins)
+    if tls:
+        p.tls_started(TLS)
+    p.handle(b"EHLO client.test\r\n")
+    return p, logins
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+NUL = b"\0"
+PLAIN_OK = b64(b"\0bob@contoso.com\0s3cret")
+
+
+def finish_auth(p: SmtpProtocol, step: Step) -> Step:
+    """What the server does with Next.AUTH: await the authenticator, hand back the outcome."""
+    assert step.next is Next.AUTH and step.credentials is not None
+    assert p.authenticator is not None
+    outcome, account = asyncio.run(p.authenticator.verify(p.session, step.credentials))
+    return p.auth_finished(outcome, account)
+
+
+def test_auth_is_neither_offered_nor_taken_before_tls() -> None:
+    p, _ = submission(tls=False)
+    ehlo = p.handle(b"EHLO client.test\r\n").replies
+    assert not any("AUTH" in line for line in ehlo) and ehlo[-1] == "250 STARTTLS"
+    plain = b64(b"\0bob@contoso.com\0s3cret")
+    assert codes(p, f"AUTH PLAIN {plain}") == ["530 5.7.0"]
+    assert codes(p, "MAIL FROM:<bob@contoso.com>") == ["530 5.7.0"]
+    assert p.session.auth_user is None
+
+
+def test_auth_plain_with_an_initial_response() -> None:
+    p, _ = submission()
+    assert "250 AUTH PLAIN LOGIN" in p.handle(b"EHLO client.test\r\n").replies
+    assert codes(p, "MAIL FROM:<bob@contoso.com>") == ["530 5.7.0"]  # MAIL needs AUTH
+    step = p.handle(f"AUTH PLAIN {PLAIN_OK}\r\n".encode())
+    assert finish_auth(p, step).replies == ["235 2.7.0 Authentication successful"]
+    assert p.session.auth_user == "bob@contoso.com"
+    assert codes(p, "AUTH PLAIN") == ["503 5.5.1"]  # once per session
+    assert codes(p, "MAIL FROM:<bob@contoso.com>") == ["250 2.1.0"]
+
+
+def test_auth_plain_and_login_with_challenges() -> None:
+    p, _ = submission()
+    step = p.handle(b"AUTH PLAIN\r\n")
+    assert (step.replies, step.next) == (["334 "], Next.SASL)
+    both = b64(b"bob@contoso.com" + NUL + b"bob@contoso.com" + NUL + b"s3cret")
+    step = p.handle(f"{both}\r\n".encode())
+    assert finish_auth(p, step).replies[0].startswith("235 2.7.0")
+    p, _ = submission()
+    step = p.handle(b"AUTH LOGIN\r\n")
+    assert (step.replies, step.next) == (["334 VXNlcm5hbWU6"], Next.SASL)
+    step = p.handle(f"{b64(b'bob@contoso.com')}\r\n".encode())
+    assert (step.replies, step.next) == (["334 UGFzc3dvcmQ6"], Next.SASL)
+    step = p.handle(f"{b64(b'wrong')}\r\n".encode())
+    assert finish_auth(p, step).replies == ["535 5.7.8 Authentication credentials invalid"]
+    assert p.session.auth_user is None
+    # LOGIN with the user name as the initial response
+    step = p.handle(f"AUTH LOGIN {b64(b'bob@contoso.com')}\r\n".encode())
+    assert step.replies == ["334 UGFzc3dvcmQ6"]
+    assert finish_auth(p, p.handle(f"{b64(b's3cret')}\r\n".encode())).replies[0][:3] == "235"
+
+
+def test_garbage_in_the_exchange_is_501_and_ends_it() -> None:
+    p, _ = submission()
+    for response in (
+        "not base64!",
+        "A" * 5000,  # over the bound: never decoded
+        b64(b"\0only-two-parts"),
+        b64(b"\0bob@contoso.com\0pass\r\nRSET"),  # CR/LF inside a credential
+        b64(b"\0\xff\xfe\0pw"),  # not UTF-8
+        b64(b"alice@contoso.com\0bob@contoso.com\0s3cret"),  # acting as someone else
+        b64(b"\0" + b"a" * 400 + b"\0pw"),  # user name over 320 octets
+    ):
+        assert p.handle(b"AUTH PLAIN\r\n").next is Next.SASL
+        step = p.handle(response.encode() + b"\r\n")
+        assert step.replies[0][:9] == "501 5.5.2", response[:40]
+        assert step.next is Next.READ and p.session.auth_user is None
+    assert p.handle(b"AUTH LOGIN\r\n").next is Next.SASL
+    assert codes(p, "*") == ["501 5.0.0"]  # the client cancels
+    assert codes(p, "NOOP") == ["250 2.0.0"]  # back to commands
+
+
+def test_auth_refusals_and_throttling() -> None:
+    p, logins = submission()
+    assert codes(p, "AUTH CRAM-MD5") == ["504 5.5.4"]
+    assert codes(p, "AUTH") == ["501 5.5.4"]
+    logins.blocked = True
+    assert codes(p, "AUTH PLAIN") == ["454 4.7.0"]  # at once, no exchange
+    # a plain (non-submission) listener: no AUTH at all
+    q, _ = proto()
+    q.handle(b"EHLO client.test\r\n")
+    assert codes(q, "AUTH PLAIN") == ["502 5.5.1"]

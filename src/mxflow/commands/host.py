@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -21,7 +22,13 @@ from typing import Any
 from mxflow.commands import Subparsers
 from mxflow.config import NodeConfig, load_config
 from mxflow.errors import MxflowError
-from mxflow.store.directory import Directory, DomainEntry, RecipientEntry, open_directory
+from mxflow.store.directory import (
+    Directory,
+    DomainEntry,
+    RecipientEntry,
+    open_directory,
+    validate_password,
+)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -81,10 +88,16 @@ def _register_domain(hsub: Subparsers, common: argparse.ArgumentParser) -> None:
 def _register_mailbox(hsub: Subparsers, common: argparse.ArgumentParser) -> None:
     p = hsub.add_parser("mailbox", help="mailboxes")
     s = p.add_subparsers(dest="mailbox_command", metavar="SUBCOMMAND", required=True)
-    add = s.add_parser("add", parents=[common], help="add a mailbox (no password here)")
+    add = s.add_parser("add", parents=[common], help="add a mailbox (password: prompted)")
     add.add_argument("address")
     add.add_argument("--name", default="", help="display name")
+    _password_options(add)
+    add.add_argument("--no-password", action="store_true", help="no login for now")
     add.set_defaults(handler=run_add, kind="mailbox")
+    pw = s.add_parser("passwd", parents=[common], help="set a mailbox's submission password")
+    pw.add_argument("address")
+    _password_options(pw)
+    pw.set_defaults(handler=run_passwd)
     ls = s.add_parser("list", parents=[common])
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=run_list, kind="mailbox")
@@ -95,6 +108,44 @@ def _register_mailbox(hsub: Subparsers, common: argparse.ArgumentParser) -> None
     show.add_argument("address")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=run_show)
+
+
+def _password_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (for scripts); never argv",
+    )
+
+
+def _read_password(args: argparse.Namespace, *, required: bool) -> str | None:
+    """The new password: the first line of stdin with --password-stdin, else asked twice
+    at the terminal. None when there is no terminal to ask and `required` is false."""
+    if args.password_stdin:
+        line = sys.stdin.readline(4096).rstrip("\r\n")
+        if not line:
+            raise MxflowError("--password-stdin: the first line of stdin is empty")
+        return line
+    if not sys.stdin.isatty():
+        if required:
+            raise MxflowError("no terminal to ask for the password: use --password-stdin")
+        return None
+    first = getpass.getpass("New password: ")
+    if not first and not required:
+        return None
+    if getpass.getpass("Repeat password: ") != first:
+        raise MxflowError("the passwords differ; nothing changed")
+    return first
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    password = _read_password(args, required=True)
+    assert password is not None
+    _, directory = _directory(args)
+    with directory:
+        entry = directory.set_password(args.address, password)
+    print(f"password set for {entry.address}")
+    return 0
 
 
 def _register_alias(hsub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -215,7 +266,13 @@ def run_add(args: argparse.Namespace) -> int:
     _, directory = _directory(args)
     with directory:
         if args.kind == "mailbox":
+            password = None if args.no_password else _read_password(args, required=False)
+            if password is not None:
+                validate_password(password)  # before the mailbox exists: all or nothing
             entry = directory.add_mailbox(args.address, args.name)
+            if password is not None:
+                directory.set_password(entry.address, password)
+                print(f"password set for {entry.address}")
         elif args.kind == "alias":
             entry = directory.add_alias(args.address, args.target)
         else:

@@ -123,7 +123,8 @@ def _os_failure(config: NodeConfig, exc: OSError) -> MxflowError:
 
 
 def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock) -> int:
-    """Run `workers` worker processes; restart one that dies; forward SIGTERM/SIGINT.
+    """Run `workers` worker processes; restart one that dies; forward SIGTERM/SIGINT (stop)
+    and SIGHUP (reload).
 
     The workers inherit the data-dir lock's descriptor, so the directory stays owned while
     any of them runs, even if this process is killed.
@@ -146,8 +147,14 @@ def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock) -> int
             if p.poll() is None:
                 p.send_signal(signum)
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        for p in procs:  # each worker re-reads the config; a bad one it refuses and logs
+            if p.poll() is None:
+                p.send_signal(signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     while not stopping:
         time.sleep(0.5)
         for i, p in enumerate(procs):

@@ -11,7 +11,10 @@ What the reference host does at MAIL and RCPT (Exchange Online's vocabulary):
   skips the filtering gateway, gets `550 5.7.51 TenantInboundAttribution`;
 * direct send: anonymous mail whose MAIL FROM is an accepted domain, from a client no
   connector matches, is refused `550 5.7.68` (`[host] reject_direct_send`, on by default):
-  nobody outside may speak as the organisation through the front door.
+  nobody outside may speak as the organisation through the front door;
+* a logged-in session (AUTH on the submission port) is the organisation's own user: no
+  connector, lock-down or direct-send rule applies to it, it may send to any domain, but
+  only as an address it owns (its mailbox, its aliases) — else `553 5.7.1` at MAIL.
 
 Directory lookups are indexed SQLite reads of a local file (microseconds), done inline.
 """
@@ -19,19 +22,31 @@ Directory lookups are indexed SQLite reads of a local file (microseconds), done 
 from __future__ import annotations
 
 from mxflow.config import NodeConfig
+from mxflow.intake.login import DirectoryLogins
 from mxflow.intake.screen import RelayScreen
 from mxflow.smtp.protocol import Session
 from mxflow.store.directory import Directory
 
 
 class HostScreen(RelayScreen):
-    """Connector matching as the gateway's; recipients, lock-down and direct send by the host."""
+    """Connector matching as the gateway's; recipients, lock-down and direct send by the
+    host; its logins (`authenticator`) for the submission listener."""
 
     def __init__(self, config: NodeConfig, directory: Directory) -> None:
         super().__init__(config)
         self.directory = directory
+        self.authenticator = DirectoryLogins(directory)
 
     def mail(self, session: Session, address: str) -> str | None:
+        if session.auth_user is not None:
+            session.connector, session.relay = None, False
+            # the null sender (a read receipt) is allowed: From: is checked after DATA
+            if address and address.lower() not in self.directory.owned_addresses(session.auth_user):
+                return (
+                    f"553 5.7.1 <{address}>: Sender address rejected:"
+                    f" not owned by user {session.auth_user}"
+                )
+            return None
         refusal = super().mail(session, address)
         if refusal is not None or session.connector is not None:
             return refusal
@@ -51,11 +66,12 @@ class HostScreen(RelayScreen):
         if routed and expansion.status != "not_accepted" and not session.relay:
             refusal = f"550 5.7.1 <{address}>: Relay access denied (routing in the local part)"
             return refusal, address
+        own_user = session.auth_user is not None
         if expansion.status == "not_accepted":
-            if session.relay:
+            if session.relay or own_user:
                 return None, address
             return f"550 5.7.1 <{address}>: Relay access denied", address
-        if self.config.host.lock_down and session.connector is None:
+        if self.config.host.lock_down and session.connector is None and not own_user:
             domain = address.rpartition("@")[2]
             return (
                 f"550 5.7.51 TenantInboundAttribution; mail for {domain} is accepted only"

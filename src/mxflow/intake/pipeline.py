@@ -141,6 +141,7 @@ class Inbound:
             tls=s.tls,
             queue_id=self.queue_id,
             rcpt_tos=s.rcpt_tos,
+            authenticated=s.auth_user is not None,
         )
         ctx = self._context()
         ctx.queue_id = self.queue_id

@@ -2,11 +2,12 @@
 
 Modifiers, not checks (they decide nothing): our Authentication-Results and the
 verdict's headers, then our DKIM signature (outbound mail of a domain we sign for, from
-our own senders only), then our ARC set. Top down the message reads [ARC set]
-[DKIM-Signature] Authentication-Results, the verdict's headers, our Received, the
-message — sealing comes last, over the message exactly as it will be relayed (RFC 8617
-5.1). A signing failure (a header dkimpy cannot parse) is logged and the message goes
-unsigned rather than lost.
+our own senders only: a relay connector, or a user logged in on the submission port
+whose From: the sender-ownership stage has checked), then our ARC set. Top down the
+message reads [ARC set] [DKIM-Signature] Authentication-Results, the verdict's headers,
+our Received, the message — sealing comes last, over the message exactly as it will be
+relayed (RFC 8617 5.1). A signing failure (a header dkimpy cannot parse) is logged and
+the message goes unsigned rather than lost.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class SclStage:
 
 
 class SignStage:
-    """DKIM-sign mail from our own senders (a relay connector), then ARC-seal what we checked."""
+    """DKIM-sign mail from our own senders (a relay connector or a logged-in user), then
+    ARC-seal what we checked."""
 
     name = "sign"
 
@@ -113,7 +115,8 @@ class SignStage:
     async def run(self, tx: Transaction) -> None:
         policy = self.policy
         try:
-            if policy.dkim_sign and tx.session.relay:
+            own = tx.session.relay or tx.session.auth_user is not None
+            if policy.dkim_sign and own:
                 # never sign what the Internet sends in our domain's name
                 tx.prepend(header_bytes(await dkim_sign_outbound(tx.raw, policy)))
             if policy.arc_seal is not None and tx.verdict is not None:

@@ -13,6 +13,15 @@ so no header or outbound command is ever built from them; addresses are held to 
 / 6531 limits (64-octet local part, 255-octet domain) and, under SMTPUTF8, must be valid
 UTF-8. What a node accepts at MAIL and RCPT (relay control, connectors, recipient
 validation) is the node's policy, asked through the `Screen` interface.
+
+AUTH (RFC 4954) is offered only on a submission listener and only under TLS, so no
+password crosses the network in clear: before STARTTLS it is not advertised and answered
+`530 5.7.0`. The SASL exchange (sasl.py decodes each response) is a state of its own:
+after a `334` challenge the next line is the client's response, not a command
+(`Next.SASL`). Whether the credentials are good is the node's to say, through the
+`Authenticator` interface; checking a password hash is slow, so the I/O layer awaits it
+(`Next.AUTH`) and hands the outcome back with `auth_finished`. On a submission listener
+MAIL needs a logged-in session (`530 5.7.0 Authentication required`).
 """
 
 from __future__ import annotations
@@ -20,9 +29,21 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mxflow.mail import TlsInfo
+from mxflow.smtp.sasl import (
+    MAX_PASSWORD,
+    MAX_USERNAME,
+    MECHANISMS,
+    PASSWORD_PROMPT,
+    USERNAME_PROMPT,
+    AuthOutcome,
+    Credentials,
+    decode_response,
+    decode_text,
+    parse_plain,
+)
 
 MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1
 MAX_DOMAIN = 255  # RFC 5321 4.5.3.1.2
@@ -41,6 +62,7 @@ class Session:
     tls: TlsInfo | None = None
     connector: str | None = None  # name of the inbound connector that matched at MAIL
     relay: bool = False  # the matched connector may relay to any domain
+    auth_user: str | None = None  # the mailbox this session logged in as (AUTH)
     mail_from: str | None = None
     rcpt_tos: list[str] = field(default_factory=list)
     smtputf8: bool = False
@@ -72,6 +94,26 @@ class Screen(Protocol):
         ...
 
 
+class Authenticator(Protocol):
+    """The node's logins, asked by the protocol (`throttled`) and the I/O layer (`verify`)."""
+
+    def throttled(self, session: Session) -> bool:
+        """Too many failed logins from this client: answer AUTH at once with 454."""
+        ...
+
+    async def verify(self, session: Session, credentials: Credentials) -> tuple[AuthOutcome, str]:
+        """Check a login; the outcome and the account name as the node records it."""
+        ...
+
+
+@runtime_checkable
+class AuthenticatingScreen(Screen, Protocol):
+    """A screen that also carries the node's logins (the host's): a submission listener
+    offers AUTH only when its screen is one."""
+
+    authenticator: Authenticator
+
+
 @dataclass(frozen=True)
 class Features:
     """What the listener offers and enforces: the EHLO keywords and the protocol's limits."""
@@ -81,6 +123,8 @@ class Features:
     max_recipients: int
     max_errors: int
     starttls: bool = False  # offered (a STARTTLS listener with a certificate)
+    submission: bool = False  # MAIL only after AUTH (RFC 6409 submission)
+    auth: bool = False  # AUTH offered once TLS is active (a submission listener with logins)
 
 
 class Next(enum.Enum):
@@ -91,6 +135,8 @@ class Next(enum.Enum):
     CHUNK = "chunk"  # read `Step.chunk_size` octets of BDAT data (always, even if refused)
     STARTTLS = "starttls"  # the handshake, then `tls_started`
     CLOSE = "close"
+    SASL = "sasl"  # send the 334 challenge now, then the next line is a SASL response
+    AUTH = "auth"  # verify `Step.credentials`, then `auth_finished`
 
 
 @dataclass
@@ -100,6 +146,7 @@ class Step:
     chunk_size: int = 0  # with Next.CHUNK: the octets that follow the BDAT command
     last: bool = False  # with Next.CHUNK: BDAT ... LAST
     refusal: str | None = None  # with Next.CHUNK: read the octets, then answer this
+    credentials: Credentials | None = None  # with Next.AUTH
 
 
 def _check_address(address: str, smtputf8: bool) -> str | None:
@@ -122,11 +169,19 @@ def _check_address(address: str, smtputf8: bool) -> str | None:
 class SmtpProtocol:
     """One connection's command state machine (RFC 5321, with ESMTP extensions)."""
 
-    def __init__(self, features: Features, screen: Screen, session: Session) -> None:
+    def __init__(
+        self,
+        features: Features,
+        screen: Screen,
+        session: Session,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.features = features
         self.screen = screen
         self.session = session
+        self.authenticator = authenticator if features.auth else None
         self.accepting = True  # False while the node shuts down
+        self._sasl: _SaslExchange | None = None  # an AUTH exchange waiting for a response
 
     def greeting(self) -> str:
         return f"220 {self.features.hostname} ESMTP mxflow"
@@ -144,7 +199,9 @@ class SmtpProtocol:
     def handle(self, line: bytes) -> Step:
         """The replies to one command line (with its line end) and what to do next."""
         text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "surrogateescape")
-        if _FORBIDDEN.search(text):
+        if self._sasl is not None:
+            step = self._sasl_response(self._sasl, text)
+        elif _FORBIDDEN.search(text):
             step = Step([self.note("501 5.5.2 Syntax error: CR, LF or NUL inside a command")])
         else:
             verb, _, arg = text.partition(" ")
@@ -188,7 +245,9 @@ class SmtpProtocol:
             )
         if verb == "BDAT":
             return self._bdat(arg)
-        if verb in ("AUTH", "ETRN", "EXPN", "TURN"):
+        if verb == "AUTH":
+            return self._auth(arg)
+        if verb in ("ETRN", "EXPN", "TURN"):
             return Step([self.note(f"502 5.5.1 {verb} not implemented")])
         return Step([self.note("500 5.5.2 Command not recognized")])
 
@@ -213,6 +272,8 @@ class SmtpProtocol:
         ]
         if self.features.starttls and s.tls is None:
             ext.append("STARTTLS")
+        if self.authenticator is not None and s.tls is not None:
+            ext.append("AUTH " + " ".join(MECHANISMS))
         return [("250 " if i == len(ext) - 1 else "250-") + e for i, e in enumerate(ext)]
 
     def _starttls(self) -> Step:
@@ -235,6 +296,8 @@ class SmtpProtocol:
             return "503 5.5.1 Send EHLO/HELO first"
         if s.mail_from is not None:
             return "503 5.5.1 Nested MAIL command"
+        if self.features.submission and s.auth_user is None:
+            return "530 5.7.0 Authentication required"
         if arg[:5].upper() != "FROM:":
             return "501 5.5.4 Syntax: MAIL FROM:<address>"
         m = _PATH.match(arg[5:])
@@ -330,3 +393,75 @@ class SmtpProtocol:
         if not s.rcpt_tos:
             return Step([self.note("554 5.5.1 No valid recipients")])
         return Step([], Next.DATA)
+
+    # ------------------------------------------------------------------ AUTH
+
+    def _auth(self, arg: str) -> Step:
+        """AUTH mechanism [initial-response] (RFC 4954 4)."""
+        s = self.session
+        if self.authenticator is None:
+            return Step([self.note("502 5.5.1 AUTH not available on this port")])
+        if s.tls is None:
+            return Step([self.note("530 5.7.0 Must issue a STARTTLS command first")])
+        if not s.esmtp:
+            return Step([self.note("503 5.5.1 Send EHLO first")])
+        if s.auth_user is not None:
+            return Step([self.note("503 5.5.1 Already authenticated")])
+        if s.mail_from is not None:
+            return Step([self.note("503 5.5.1 AUTH not permitted during a mail transaction")])
+        parts = arg.split()
+        if not 1 <= len(parts) <= 2:
+            return Step([self.note("501 5.5.4 Syntax: AUTH mechanism [initial-response]")])
+        mechanism = parts[0].upper()
+        if mechanism not in MECHANISMS:
+            return Step([self.note("504 5.5.4 Unrecognized authentication type")])
+        if self.authenticator.throttled(s):
+            return Step([self.note(THROTTLED_REPLY)])
+        exchange = _SaslExchange(mechanism)
+        if len(parts) == 2:
+            return self._sasl_response(exchange, parts[1])
+        self._sasl = exchange
+        return Step([USERNAME_PROMPT if mechanism == "LOGIN" else "334 "], Next.SASL)
+
+    def _sasl_response(self, exchange: _SaslExchange, text: str) -> Step:
+        """One client response of the exchange: the next challenge, or the credentials."""
+        self._sasl = None
+        if text.strip() == "*":
+            return Step([self.note("501 5.0.0 Authentication cancelled")])
+        data = decode_response(text)
+        if data is None:
+            return Step([self.note("501 5.5.2 Cannot decode the response (base64)")])
+        if exchange.mechanism == "PLAIN":
+            credentials = parse_plain(data)
+        elif exchange.username is None:
+            exchange.username = decode_text(data, MAX_USERNAME)
+            if exchange.username is None:
+                return Step([self.note("501 5.5.2 Malformed user name")])
+            self._sasl = exchange
+            return Step([PASSWORD_PROMPT], Next.SASL)
+        else:
+            password = decode_text(data, MAX_PASSWORD)
+            credentials = None if password is None else Credentials(exchange.username, password)
+        if credentials is None:
+            return Step([self.note("501 5.5.2 Malformed authentication response")])
+        return Step([], Next.AUTH, credentials=credentials)
+
+    def auth_finished(self, outcome: AuthOutcome, account: str) -> Step:
+        """After `Authenticator.verify`: the reply, and the session logged in on success."""
+        if outcome is AuthOutcome.OK:
+            self.session.auth_user = account
+            return self._after(Step(["235 2.7.0 Authentication successful"]))
+        if outcome is AuthOutcome.THROTTLED:
+            return self.finish(THROTTLED_REPLY)
+        return self.finish("535 5.7.8 Authentication credentials invalid")
+
+
+THROTTLED_REPLY = "454 4.7.0 Too many failed authentications, try again later"
+
+
+@dataclass
+class _SaslExchange:
+    """An AUTH exchange in progress: its mechanism and, for LOGIN, the user name so far."""
+
+    mechanism: str
+    username: str | None = None

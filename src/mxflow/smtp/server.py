@@ -15,6 +15,10 @@ what the client sent, and a downstream that parses line ends differently sees no
 NUL: a NUL byte anywhere in DATA is refused the same way (550 5.6.0): software that
 strips NUL joins lines and can find a second message; BINARYMIME is not offered.
 
+AUTH: the password check (a memory-hard hash) is the node's `Authenticator`, awaited here
+(it hashes in a worker thread), never on the event loop; a SASL challenge is sent at
+once, whatever the client pipelined, since the client waits for it.
+
 This module is the socket loop only: the command state machine is protocol.py, and what
 becomes of a connection, an envelope and a message is the node's intake (`Inbound`),
 handed in by the role.
@@ -29,13 +33,23 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from mxflow.config import Limits, Listener
 from mxflow.smtp.capacity import ConnectionBudget
-from mxflow.smtp.protocol import Features, Next, Screen, Session, SmtpProtocol, Step
+from mxflow.smtp.protocol import (
+    AuthenticatingScreen,
+    Authenticator,
+    Features,
+    Next,
+    Screen,
+    Session,
+    SmtpProtocol,
+    Step,
+)
 from mxflow.smtp.reader import READ_CHUNK, Closed, InputBuffer, LineTooLong, Spill
+from mxflow.smtp.sasl import AuthOutcome
 from mxflow.smtp.tls import server_context, tls_info
 
 log = logging.getLogger("mxflow.smtp")
@@ -105,7 +119,10 @@ class SmtpServer:
             max_recipients=limits.max_recipients,
             max_errors=limits.max_errors,
             starttls=listener.tls == "starttls" and self.ssl_context is not None,
+            submission=listener.submission,
         )
+        self.authenticator: Authenticator | None = None
+        self._use_screen(screen)
         self._server: asyncio.Server | None = None
         self._per_ip: dict[str, int] = {}
         self._sessions: dict[asyncio.Task[None], SmtpProtocol | None] = {}
@@ -121,8 +138,16 @@ class SmtpServer:
             # a renewed certificate is read again; a bad one raises and the reload is refused
             context = server_context(self.listener.cert, self.listener.key, self.listener.client_ca)
             self.ssl_context = context
-        self.screen = screen
+        self._use_screen(screen)
         self.open_inbound = open_inbound
+
+    def _use_screen(self, screen: Screen) -> None:
+        """The screen, and its logins when it has them and this is a submission listener."""
+        self.screen = screen
+        self.authenticator = None
+        if self.listener.submission and isinstance(screen, AuthenticatingScreen):
+            self.authenticator = screen.authenticator
+        self.features = replace(self.features, auth=self.authenticator is not None)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -182,7 +207,7 @@ class SmtpServer:
                 writer.write(refusal.encode() + b"\r\n")
                 reason = refusal[10:]
             else:
-                proto = SmtpProtocol(self.features, self.screen, session)
+                proto = SmtpProtocol(self.features, self.screen, session, self.authenticator)
                 self._sessions[task] = proto
                 inbound = self.open_inbound(session)
                 inp = InputBuffer(reader, spill=self._spill)
@@ -255,13 +280,14 @@ class SmtpServer:
 
     def _log_session(self, session: Session, reason: str, seconds: float) -> None:
         log.info(
-            "session client=%s:%d helo=%s tls=%s connector=%s queued=%s rejected=%d"
+            "session client=%s:%d helo=%s tls=%s connector=%s user=%s queued=%s rejected=%d"
             " end=%r seconds=%.3f",
             session.peer_ip,
             session.peer_port,
             session.helo or "-",
             session.tls.version if session.tls else "-",
             session.connector or "-",
+            session.auth_user or "-",
             ",".join(session.queued) or "-",
             session.rejected,
             reason,
@@ -301,10 +327,14 @@ class SmtpServer:
                 step = await self._data(proto, inbound, inp, out, flush)
             elif step.next is Next.CHUNK:
                 step = await self._chunk(proto, inbound, inp, step, chunks)
+            elif step.next is Next.AUTH:
+                step = await self._authenticate(proto, step)
             self._emit(out, step.replies)
             if step.next is Next.STARTTLS:
                 await flush(True)
                 await self._starttls(proto, inp, writer)
+            elif step.next is Next.SASL:
+                await flush(True)  # the client waits for the challenge
             elif step.next is Next.CLOSE:
                 await flush(True)
                 return "quit" if step.replies[-1].startswith("221") else step.replies[-1]
@@ -321,6 +351,19 @@ class SmtpServer:
         tls = tls_info(writer.get_extra_info("ssl_object"))
         assert tls is not None
         proto.tls_started(tls)
+
+    async def _authenticate(self, proto: SmtpProtocol, step: Step) -> Step:
+        """Ask the node whether the credentials are good (the hash runs off the loop)."""
+        assert proto.authenticator is not None and step.credentials is not None
+        outcome, account = await proto.authenticator.verify(proto.session, step.credentials)
+        if outcome is not AuthOutcome.OK:
+            log.warning(
+                "auth failed client=%s user=%r outcome=%s",
+                proto.session.peer_ip,
+                step.credentials.username[:80],
+                outcome.value,
+            )
+        return proto.auth_finished(outcome, account)
 
     async def _data(
         self,

@@ -8,6 +8,10 @@ Entries added with `mxflow host ...` have source "cli". A domain added that way 
 and accepts mail only once `verify_domain` has seen that token in the domain's TXT
 records (the DNS lookup is the caller's: this module never touches the network).
 
+A mailbox may have a password (a scrypt hash, `set_password`) to log in on the
+submission port; it may then send as the addresses it owns (`owned_addresses`: itself
+and the aliases that lead to it).
+
 `expand` turns one envelope recipient into the mailboxes to deliver to, recording each
 alias and group it went through so the trace can write Expanded rows. `export` writes
 the valid recipients in the format the gateway's `recipients = { file = "..." }` reads,
@@ -28,6 +32,7 @@ from typing import Literal
 
 from mxflow.config import NodeConfig
 from mxflow.errors import MxflowError
+from mxflow.store.passwords import check_password_text, hash_password
 from mxflow.store.trace import STATUS_EXPANDED, TraceStore
 
 FILE_NAME = "directory.sqlite"
@@ -63,6 +68,14 @@ CREATE TABLE IF NOT EXISTS members (
     grp TEXT NOT NULL,
     member TEXT NOT NULL,
     PRIMARY KEY (grp, member)
+);
+-- submission logins (store/passwords.py hashes); a table of its own, so a directory made
+-- before passwords existed gains it on open, and a config mailbox (re-copied from the TOML
+-- at every start) keeps its password
+CREATE TABLE IF NOT EXISTS passwords (
+    address TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    changed REAL NOT NULL
 );
 """
 
@@ -354,7 +367,53 @@ class Directory:
         with self._db as db:
             db.execute("DELETE FROM members WHERE grp = ?", (entry.address,))
             db.execute("DELETE FROM recipients WHERE address = ?", (entry.address,))
+            db.execute("DELETE FROM passwords WHERE address = ?", (entry.address,))
         return entry
+
+    # ------------------------------------------------------------ logins
+
+    def set_password(self, address: str, password: str) -> RecipientEntry:
+        """Hash and store `password` for the mailbox `address` (config or CLI mailbox)."""
+        entry = self.recipient(address)
+        if entry is None or entry.kind != "mailbox":
+            raise DirectoryError(f"no mailbox {address.strip().lower()!r}")
+        validate_password(password)
+        hashed = hash_password(password)
+        with self._db as db:
+            db.execute(
+                "INSERT OR REPLACE INTO passwords VALUES (?, ?, ?)",
+                (entry.address, hashed, time.time()),
+            )
+        return entry
+
+    def password_hash(self, address: str) -> str | None:
+        """The stored hash of a mailbox that exists and has a password, else None."""
+        row = self._db.execute(
+            "SELECT p.hash FROM passwords p JOIN recipients r ON r.address = p.address"
+            " WHERE p.address = ? AND r.kind = 'mailbox'",
+            (address.strip().lower(),),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def owned_addresses(self, mailbox: str) -> set[str]:
+        """The addresses a logged-in mailbox may send as: itself and every alias that
+        leads to it (alias chains included, MAX_DEPTH deep)."""
+        owned = {mailbox.strip().lower()}
+        level = set(owned)
+        for _ in range(MAX_DEPTH):
+            marks = ",".join("?" * len(level))
+            found = {
+                a
+                for (a,) in self._db.execute(
+                    f"SELECT address FROM recipients WHERE kind = 'alias' AND target IN ({marks})",
+                    tuple(level),
+                )
+            }
+            level = found - owned
+            if not level:
+                break
+            owned |= level
+        return owned
 
     # ------------------------------------------------------------ lookups
 
@@ -429,6 +488,14 @@ class Directory:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         return len(addresses)
+
+
+def validate_password(password: str) -> None:
+    """DirectoryError when `password` cannot be a login password (empty, too long, CR/LF)."""
+    try:
+        check_password_text(password)
+    except ValueError as exc:
+        raise DirectoryError(str(exc)) from None
 
 
 def record_expansion(
