@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "quarantine",
     "lab",
     "host",
+    "archive",
 )
 
 

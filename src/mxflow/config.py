@@ -184,6 +184,7 @@ class NodeConfig:
     filter: Any = None  # FilterPolicy when mxflow.checks.pipeline exists, else the raw table
     auth: Any = None  # AuthPolicy when mxflow.auth provides it, else the raw table
     host: HostConfig = field(default_factory=lambda: HostConfig())  # noqa: PLW0108 (defined below)
+    archive: ArchiveConfig | None = None  # [archive]: the archiver's journal
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:
         domain = domain.lower()
@@ -912,6 +913,26 @@ def _host_config(top: _Table) -> HostConfig:
     )
 
 
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """`[archive]`: where the archiver journals every message, and for how long."""
+
+    dir: Path
+    retention: float | None = None  # seconds; None keeps everything
+
+
+def _archive_config(top: _Table, data_dir: Path) -> ArchiveConfig | None:
+    """The `[archive]` table (dir relative to the data directory; retention a duration)."""
+    at = top.table("archive")
+    if at is None:
+        return None
+    path = _path(data_dir, at.text("dir", "archive"))
+    assert path is not None
+    retention = at.duration("retention", 0.0) if "retention" in at.data else None
+    at.done()
+    return ArchiveConfig(path, retention or None)
+
+
 def parse_config(
     data: dict[str, Any], file: str, *, data_dir: str | Path | None = None
 ) -> NodeConfig:
@@ -940,6 +961,7 @@ def parse_config(
     if not listeners:
         raise ConfigError(file, "listeners", None, "at least one [[listeners]] table")
     accepted = [_accepted_domain(t, dd) for t in top.tables("accepted_domains")]
+    archive = _archive_config(top, dd)
     host_config = _host_config(top)  # before connectors: it takes their enhanced-filtering keys
     if role == "host":
         _refuse_host_recipient_lists(file, accepted)
@@ -1036,6 +1058,7 @@ def parse_config(
         filter=filter_policy,
         auth=auth_policy,
         host=host_config,
+        archive=archive,
     )
 
 
