@@ -102,7 +102,9 @@ def prepare(
             f"From: {author}".encode() if f.lower().startswith(b"from:") else f for f in fields
         ]
     stamp = email.utils.formatdate(time.time())
-    received = f"Received: by {peer.helo} (mxflow lab sender) id {abs(hash(lab_id)) % 10**8}; {stamp}"
+    received = (
+        f"Received: by {peer.helo} (mxflow lab sender) id {abs(hash(lab_id)) % 10**8}; {stamp}"
+    )
     lines = [received.encode(), f"X-Lab-Id: {lab_id}".encode(), *fields]
     message = b"\r\n".join(lines) + b"\r\n\r\n" + body
     return sign(message, peer), author

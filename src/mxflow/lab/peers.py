@@ -52,6 +52,7 @@ class RecipientMx:
     arrivals: list[Arrival] = field(default_factory=list)
     pending: int = 0
     _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._session, self.ip, self.port)
@@ -79,7 +80,9 @@ class RecipientMx:
                     raw = await self._data(reader)
                     self.pending += 1
                     writer.write(b"250 ok: recorded\r\n")
-                    asyncio.create_task(self._judge(raw, peer, helo, mail_from))
+                    task = asyncio.create_task(self._judge(raw, peer, helo, mail_from))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
                 elif verb == b"QUIT":
                     writer.write(b"221 bye\r\n")
                     break

@@ -87,7 +87,7 @@ def story(scenarios: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
     if one:
         inbound, out = one["inbound"], one["outbound"]
         checks += [
-            (one["legitimate_in_inbox_pct"] >= 95, "scenario 1: >= 95 % of legitimate mail in Inbox"),
+            (one["legitimate_in_inbox_pct"] >= 95, "scenario 1: >= 95 % of legitimate in Inbox"),
             (one["spam_caught_pct"] >= 90, "scenario 1: >= 90 % of spam caught"),
             (inbound["spoof"]["inbox"] + inbound["malware"]["inbox"] == 0,
              "scenario 1: no spoof or malware in Inbox"),
@@ -107,7 +107,9 @@ def story(scenarios: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
 
 
 def scenario_table(name: str, data: dict[str, Any]) -> str:

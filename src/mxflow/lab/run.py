@@ -9,6 +9,7 @@ The exit status is 0 when the story holds (report.story) and 1 when a claim fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -60,9 +61,7 @@ async def run_lab(
         "scenarios": {r.scenario: report.scenario_json(r) for r in runs},
         "reference_spf": reference_spf(runs, topo),
     }
-    data["story"] = [
-        {"ok": ok, "claim": claim} for ok, claim in report.story(data["scenarios"])
-    ]
+    data["story"] = [{"ok": ok, "claim": claim} for ok, claim in report.story(data["scenarios"])]
     return data
 
 
@@ -103,8 +102,6 @@ def main(
     if json_file is not None:
         json_file.write_text(json.dumps(data, indent=2) + "\n")
     if keep:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(keep_running(topology_file, workdir))
-        except KeyboardInterrupt:
-            pass
     return 0 if all(c["ok"] for c in data["story"]) else 1

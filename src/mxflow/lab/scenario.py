@@ -173,9 +173,14 @@ def _stored(env: dict[str, object], world: World) -> dict[str, list[tuple[str, b
     found: dict[str, list[tuple[str, bytes]]] = {}
 
     def note(where: str, raw: bytes) -> None:
-        m = LAB_ID.search(raw.partition(b"\r\n\r\n")[0])
+        head = raw.partition(b"\r\n\r\n")[0]
+        m = LAB_ID.search(head)
         if m:
             found.setdefault(m.group(1).decode(), []).append((where, raw))
+        elif head.startswith(b"Return-Path: <>") and (m := LAB_ID.search(raw)):
+            # a bounce to a contoso.com sender (a spoofer's envelope): the message it
+            # reports was refused after a relay had accepted it
+            found.setdefault(m.group(1).decode(), []).append(("bounced", raw))
 
     root = host.config.data_dir / "maildir"
     for box in CONTOSO_MAILBOXES:
@@ -202,7 +207,9 @@ def classify(
     outcomes = []
     for m, reply in zip(messages, replies, strict=True):
         out = Outcome(m, reply)
-        places = stored.get(m.lab_id, [])
+        places = [p for p in stored.get(m.lab_id, []) if p[0] != "bounced"]
+        if len(places) < len(stored.get(m.lab_id, [])):
+            bounced = bounced | {m.lab_id}
         if m.kind == "outbound":
             out.where = "sent" if reply.startswith("2") else "rejected"
         elif reply.startswith("5") or m.lab_id in bounced:
@@ -221,7 +228,7 @@ def classify(
 async def run_scenario(world: World, scenario: str, corpus: Path, root: Path) -> ScenarioRun:
     """Run `scenario` ("1", "2" or "2-ef") under `root`; every message's outcome."""
     started = time.monotonic()
-    root.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     messages = inbound(world, corpus)
     out_messages = outbound(world)
     async with topology(world, scenario, root) as env:
@@ -233,9 +240,7 @@ async def run_scenario(world: World, scenario: str, corpus: Path, root: Path) ->
     topo = world.topology
     ids = (topo.host.inbound, *(p.mx[0] for p in (topo.gateway, topo.archiver) if p))
     run = ScenarioRun(scenario)
-    run.outcomes = classify(
-        messages + out_messages, replies, stored, bounced, ids
-    )
+    run.outcomes = classify(messages + out_messages, replies, stored, bounced, ids)
     run.arrivals = [a for a in mxs[0].arrivals if not a.bounce]
     run.seconds = time.monotonic() - started
     return run

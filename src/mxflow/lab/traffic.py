@@ -46,7 +46,9 @@ def _synthetic(peer: Peer, kind: str, n: int, rcpt: str) -> LabMessage:
         text = synthetic(f"Urgent wire transfer {n}", "Please pay the attached today.", to=rcpt)
         raw, author = prepare(text, peer, lab_id, from_local="ceo")
     elif kind == "list":
-        text = synthetic(f"[adventure-works] meeting notes {n}", "Notes attached.\n--\nlist footer", to=rcpt)
+        text = synthetic(
+            f"[adventure-works] meeting notes {n}", "Notes attached.\n--\nlist footer", to=rcpt
+        )
         raw, author = prepare(text, peer, lab_id, from_local="discuss")
     else:
         text = synthetic(f"Cheap watches {n}", "Buy now, limited offer!!!", to=rcpt)
@@ -67,4 +69,3 @@ def outbound(world: World) -> list[LabMessage]:
         raw = f"X-Lab-Id: {lab_id}\r\n".encode() + raw
         out.append(LabMessage(lab_id, "outbound", None, f"{user}@{domain}", rcpt, raw))
     return out
-

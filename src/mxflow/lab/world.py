@@ -18,8 +18,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from mxflow.auth.keys import generate_key, load_signing_key
-from mxflow.auth.keys import SigningKey
+from mxflow.auth.keys import SigningKey, generate_key, load_signing_key
 from mxflow.dns.zone import Zone, parse_zone
 from mxflow.records.plan import lab_zones, plan_records, quote_txt
 from mxflow.records.topology import Topology
