@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from mxflow.auth.dkim import sign_sync
+from mxflow.errors import MxflowError
 from mxflow.lab.world import Peer
 
 DROPPED_HEADERS = (b"dkim-signature", b"domainkey-signature", b"x-lab-id")
@@ -44,6 +45,8 @@ def default_corpus() -> Path:
 
 def corpus_files(directory: Path) -> dict[str, list[Path]]:
     """DIR/ham/* and DIR/spam/*, sorted: each file is one message."""
+    if not (directory / "ham").is_dir() and not (directory / "spam").is_dir():
+        raise MxflowError(f"{directory}: not a corpus (expected {directory}/ham and/or /spam)")
     found = {}
     for kind in ("ham", "spam"):
         sub = directory / kind

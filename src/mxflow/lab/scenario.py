@@ -86,6 +86,7 @@ async def topology(world: World, scenario: str, root: Path) -> AsyncIterator[dic
     third = topo.third_party(1 if scenario == "1" else 2)
     ips = [third.ips[0], topo.host.inbound_ips[0], RECIPIENT_MX_IP, SENDER_MX_IP]
     port = lab_port(ips)
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     dns_server = EmbeddedDnsServer(world.zones(1 if scenario == "1" else 2), host=DNS_IP)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(dns_server)
