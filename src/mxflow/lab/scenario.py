@@ -233,6 +233,12 @@ async def run_scenario(world: World, scenario: str, corpus: Path, root: Path) ->
     messages = inbound(world, corpus)
     out_messages = outbound(world)
     async with topology(world, scenario, root) as env:
+        print(
+            f"  scenario {scenario}: sending {len(messages)} inbound and "
+            f"{len(out_messages)} outbound messages",
+            file=sys.stderr,
+            flush=True,
+        )
         replies = await send_all(env, messages + out_messages, world)
         await settle(env, len(out_messages), f"scenario {scenario}")
         mxs: list[RecipientMx] = env["mxs"]  # type: ignore[assignment]
