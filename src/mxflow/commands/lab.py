@@ -22,7 +22,11 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", metavar="DIR", help="DIR/ham/* and DIR/spam/* (default: sample)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--topology", metavar="FILE", help="an edited copy of the lab's topology")
-    p.add_argument("--keep", action="store_true", help="leave scenario 1 running afterwards")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="then start the last scenario again and leave it running",
+    )
     p.add_argument("--dir", metavar="DIR", help="where the nodes' files go (default: a temp dir)")
     p.add_argument("--verbose", action="store_true", help="show the nodes' logs")
 

@@ -78,13 +78,17 @@ def print_report(data: dict[str, Any]) -> None:
         print(("  ok    " if claim["ok"] else "  FAIL  ") + claim["claim"])
 
 
-async def keep_running(world_topology: Path | None, workdir: Path) -> None:
-    """`--keep`: scenario 1's topology stays up for exploring until Ctrl-C."""
+async def keep_running(world_topology: Path | None, workdir: Path, scenario: str) -> None:
+    """`--keep`: the last scenario's topology starts again, empty, for exploring until
+    Ctrl-C (the run's files stay in --dir)."""
     topo = load_topology(world_topology or default_topology())
     world = World(topo)
-    async with topology(world, "1", workdir / "kept") as env:
-        print(f"lab running (DNS 127.53.0.1, SMTP port {env['port']}); Ctrl-C to stop",
-              file=sys.stderr)  # fmt: skip
+    async with topology(world, scenario, workdir / "kept") as env:
+        print(
+            f"lab scenario {scenario} running (DNS 127.53.0.1, SMTP port {env['port']});"
+            " Ctrl-C to stop",
+            file=sys.stderr,
+        )
         await asyncio.Event().wait()
 
 
@@ -103,5 +107,5 @@ def main(
         json_file.write_text(json.dumps(data, indent=2) + "\n")
     if keep:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(keep_running(topology_file, workdir))
+            asyncio.run(keep_running(topology_file, workdir, scenarios[-1]))
     return 0 if all(c["ok"] for c in data["story"]) else 1
