@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "quarantine",
     "lab",
     "host",
+    "trace",
+    "web",
     "archive",
 )
 

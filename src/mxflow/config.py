@@ -148,6 +148,7 @@ class DeliveryConfig:
 
     source_address: str | None = None
     lifetime: float = 2 * 86400.0
+    delay_warning: float = 4 * 3600.0  # tell the sender once a message waited this long; 0: never
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0)
     connect_timeout: float = 30.0
     command_timeout: float = 120.0
@@ -160,6 +161,19 @@ class DeliveryConfig:
 class ServerConfig:
     workers: int = 1
     fsync: bool = True
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """`[web]`: the admin UI (`mxflow web`) of this node."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 8025)
+    users_db: Path | None = None  # accounts and sessions; default DATA_DIR/web.sqlite
+    session_lifetime: float = 8 * 3600.0
+    idle_timeout: float = 3600.0
+    secure_cookies: bool = True  # False only for plain-HTTP tests on loopback
+    public_url: str = ""  # how recipients reach the UI (digest links); default http://LISTEN
+    digest_interval: float = 0.0  # seconds between quarantine digests; 0: none
 
 
 @dataclass
@@ -184,6 +198,9 @@ class NodeConfig:
     filter: Any = None  # FilterPolicy when mxflow.checks.pipeline exists, else the raw table
     auth: Any = None  # AuthPolicy when mxflow.auth provides it, else the raw table
     host: HostConfig = field(default_factory=lambda: HostConfig())  # noqa: PLW0108 (defined below)
+    store_url: str | None = None  # [store] url: a trace store shared with other nodes
+    metrics_listen: tuple[str, int] | None = None  # [metrics] listen: /metrics, /healthz
+    web: WebConfig = field(default_factory=WebConfig)
     archive: ArchiveConfig | None = None  # [archive]: the archiver's journal
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:
@@ -913,6 +930,69 @@ def _host_config(top: _Table) -> HostConfig:
     )
 
 
+# ------------------------------------------------- [store], [metrics], [web] (issue 14)
+
+
+def _listen(t: _Table, name: str, default: tuple[str, int] | None) -> tuple[str, int] | None:
+    text = t.opt_text(name)
+    if text is None:
+        return default
+    where = _endpoint(t, t.key(name), text, 0)
+    _ip(t, name, where.host)
+    if where.port == 0:
+        raise t.error(name, text, 'IP:PORT, e.g. "127.0.0.1:9125"')
+    return (where.host, where.port)
+
+
+def _store_section(top: _Table, data_dir: Path, trace: Path) -> tuple[str | None, Path]:
+    """`[store] url`: where the trace goes when nodes share one store.
+
+    A SQLite path (`sqlite:///abs/path`, `sqlite:rel/path` or a bare path, relative to the
+    data dir like every path here); other schemes are refused by name, so a PostgreSQL URL
+    (the clustering issue) is an error today rather than a file called `postgresql:`."""
+    t = top.table("store")
+    if t is None:
+        return None, trace
+    url = t.text("url", required=True)
+    t.done()
+    scheme, sep, rest = url.partition(":")
+    if sep and len(scheme) > 1 and scheme != "sqlite":
+        raise t.error("url", url, "a SQLite path or sqlite:///PATH (no other database yet)")
+    path_text = rest.removeprefix("//") if sep and scheme == "sqlite" else url
+    path = _path(data_dir, path_text)
+    if path is None:
+        raise t.error("url", url, "a SQLite path or sqlite:///PATH")
+    return url, path
+
+
+def _metrics_section(top: _Table) -> tuple[str, int] | None:
+    """`[metrics] listen = "IP:PORT"`: serve /metrics and /healthz there (off if unset)."""
+    t = top.table("metrics")
+    if t is None:
+        return None
+    listen = _listen(t, "listen", None)
+    t.done()
+    return listen
+
+
+def _web_section(top: _Table, data_dir: Path) -> WebConfig:
+    """`[web]`: the admin UI's address, account store and session lifetimes."""
+    t = top.table("web") or _Table(top.file, "web", {})
+    listen = _listen(t, "listen", WebConfig.listen)
+    assert listen is not None
+    web = WebConfig(
+        listen=listen,
+        users_db=_path(data_dir, t.text("users_db", "web.sqlite")),
+        session_lifetime=t.duration("session_lifetime", WebConfig.session_lifetime),
+        idle_timeout=t.duration("idle_timeout", WebConfig.idle_timeout),
+        secure_cookies=t.flag("secure_cookies", True),
+        public_url=t.text("public_url", f"http://{listen[0]}:{listen[1]}").rstrip("/"),
+        digest_interval=t.duration("digest_interval", 0.0),
+    )
+    t.done()
+    return web
+
+
 @dataclass(frozen=True)
 class ArchiveConfig:
     """`[archive]`: where the archiver journals every message, and for how long."""
@@ -1010,6 +1090,7 @@ def parse_config(
     delivery = DeliveryConfig(
         source_address=_ip(dt, "source_address", src) if src else None,
         lifetime=dt.duration("lifetime", DeliveryConfig.lifetime),
+        delay_warning=dt.duration("delay_warning", DeliveryConfig.delay_warning),
         retry_intervals=retry,
         connect_timeout=dt.duration("connect_timeout", DeliveryConfig.connect_timeout),
         command_timeout=dt.duration("command_timeout", DeliveryConfig.command_timeout),
@@ -1037,6 +1118,9 @@ def parse_config(
     auth_policy = _parse_optional_policy(
         top, "auth", ("mxflow.auth.policy", "mxflow.auth"), "parse_auth_section"
     )
+    store_url, trace = _store_section(top, dd, trace)
+    metrics_listen = _metrics_section(top)
+    web = _web_section(top, dd)
     top.done()
 
     return NodeConfig(
@@ -1058,6 +1142,9 @@ def parse_config(
         filter=filter_policy,
         auth=auth_policy,
         host=host_config,
+        store_url=store_url,
+        metrics_listen=metrics_listen,
+        web=web,
         archive=archive,
     )
 

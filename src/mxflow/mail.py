@@ -25,6 +25,19 @@ _MESSAGE_ID = re.compile(
 )
 
 
+_SUBJECT = re.compile(
+    rb"^Subject:[ \t]*(.*?)\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE | re.DOTALL
+)
+
+
+def subject_of(raw: bytes) -> str:
+    """The Subject header of a raw message as it stands (still MIME-encoded), or ""."""
+    m = _SUBJECT.search(header_section(raw))
+    if not m:
+        return ""
+    return " ".join(m.group(1).decode("utf-8", "replace").split())[:998]
+
+
 def header_section(raw: bytes) -> bytes:
     """The header lines of `raw`, each ending in CRLF, without the blank line."""
     end = raw.find(b"\r\n\r\n")
@@ -174,6 +187,15 @@ class Verdict:
 MALWARE_SYMBOL_PREFIXES = ("CLAM_VIRUS", "MALWARE_")
 
 
+UNSCANNABLE = "UNSCANNABLE"  # the symbol of content the node could not scan
+
+
 def is_malware(symbol: Symbol) -> bool:
     """Whether a symbol names malware (it decides the quarantine class and retention)."""
     return symbol.name.startswith(MALWARE_SYMBOL_PREFIXES)
+
+
+def needs_admin_release(symbol: Symbol) -> bool:
+    """Malware, or what could not be scanned and so may be malware: the quarantine keeps
+    it in the malware class (an administrator releases it, not the recipient)."""
+    return is_malware(symbol) or symbol.name == UNSCANNABLE

@@ -9,6 +9,7 @@ from mxflow.config import NodeConfig
 from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
 from mxflow.store.trace import TraceStore
+from tests.conftest import unique_loopback
 from tests.engine.helpers import (
     RawSmtp,
     gateway_config,
@@ -223,3 +224,34 @@ async def test_lifetime_expiry_bounces_deferred_mail(tmp_path: Path) -> None:
         store.close()
         assert "5.4.7" in bounced[0].detail
         assert bounced[0].status == "Failed"
+
+
+async def test_delayed_mail_gets_one_delay_dsn_and_stays_queued(tmp_path: Path) -> None:
+    """RFC 3464 `Action: delayed` once a message waited `delay_warning` (Postfix's
+    delay_warning_time): one DSN however many retries follow, the message kept."""
+    sink_cfg = sink_config(
+        tmp_path / "sink", domains=("fabrikam.test",), recipients=["alice@fabrikam.test"]
+    )
+    down_addr = unique_loopback()  # nothing listens on contoso's hop
+    async with build_node(sink_cfg) as sink:
+        cfg = node_config(
+            "gateway",
+            tmp_path / "gw",
+            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+            routes=[
+                {"domains": ["contoso.com"], "smart_hosts": [f"{down_addr}:25"], "tls": "none"},
+                {"domains": ["fabrikam.test"], "smart_hosts": [f"{sink.address}:{sink.port}"],
+                 "tls": "none"},
+            ],
+            delivery={"delay_warning": 0.5, "retry_intervals": [0.2], "connect_timeout": 0.5},
+        )  # fmt: skip
+        async with build_node(cfg) as gw:
+            queue_id = await submit(gw, message("slow"))
+            await wait_for(lambda: len(maildir_messages(sink_cfg, "alice@fabrikam.test")) == 1)
+            await wait_for(lambda: events(cfg, queue_id).count("deferred") >= 5)
+            assert len(maildir_messages(sink_cfg, "alice@fabrikam.test")) == 1  # only once
+            assert queue_id in gw.spool.ids()
+    dsn = maildir_messages(sink_cfg, "alice@fabrikam.test")[0]
+    assert b"Subject: Delayed Mail (still being retried)" in dsn
+    assert b"Action: delayed" in dsn and b"Will-Retry-Until: " in dsn
+    assert b"Status: 4." in dsn and b"Final-Recipient: rfc822; bob@contoso.com" in dsn

@@ -63,15 +63,19 @@ async def test_unreachable_clamd_tempfails_rather_than_let_malware_through() -> 
     assert (await missing_socket.check(context(message()))).action is Action.TEMPFAIL
 
 
-async def test_a_message_above_clamds_stream_limit_is_noted_not_tempfailed(
+async def test_a_message_above_clamds_stream_limit_is_unscannable_not_passed(
     clamd: ClamdAddress,
 ) -> None:
+    """Issue 10 attack 1: what the scanner could not read is never a silent pass; by
+    default it is quarantined, and `unscannable_action` may say tempfail instead."""
     big = b"x" * (21 * 1024 * 1024)  # the CI clamd has StreamMaxLength 20M
     with pytest.raises(ClamdSizeLimit):
         await scan_bytes(clamd, big)
     result = await ClamavCheck(FilterPolicy(), clamd).check(context(big))
-    assert result.action is None
-    assert [s.name for s in result.symbols] == ["CLAM_SKIPPED_SIZE"]
+    assert result.action is Action.QUARANTINE
+    assert [s.name for s in result.symbols] == ["CLAM_SKIPPED_SIZE", "UNSCANNABLE"]
+    tempfail = FilterPolicy(unscannable_action=Action.TEMPFAIL)
+    assert (await ClamavCheck(tempfail, clamd).check(context(big))).action is Action.TEMPFAIL
 
 
 async def test_a_scan_that_does_not_finish_tempfails(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from mxflow.checks.filetypes import (
     sniff,
 )
 from mxflow.checks.policy import FilterPolicy
-from mxflow.mail import CheckResult, MessageContext, Phase
+from mxflow.mail import UNSCANNABLE, CheckResult, MessageContext, Phase
 
 DEFAULT_SCORES = {
     "MALWARE_EXECUTABLE": 20.0,
@@ -292,4 +292,24 @@ class AttachmentCheck:
             seen.add(finding.symbol)
             score = self.policy.score(finding.symbol, DEFAULT_SCORES[finding.symbol])
             result.add(finding.symbol, score, finding.detail)
+        unscanned = _unscanned(mime.view(ctx), findings)
+        if unscanned and not any(f.symbol.startswith("MALWARE_") for f in findings):
+            ask_unscannable(result, self.policy, "; ".join(unscanned))
         return result
+
+
+def _unscanned(view: mime.MimeView, findings: list[Finding]) -> list[str]:
+    """What the walk or the archive limits left unread: a part nested below the MIME
+    depth limit, parts past the count limit, archive members too deep, too many or
+    encrypted. Each may be the one that carries the malware."""
+    why = [f"MIME {limit} limit" for limit in view.limits if limit in ("depth", "parts")]
+    why += [f.detail for f in findings if f.symbol in ("ARCHIVE_LIMIT", "ARCHIVE_ENCRYPTED")]
+    return why
+
+
+def ask_unscannable(result: CheckResult, policy: FilterPolicy, detail: str) -> None:
+    """Content the node could not scan is a verdict of its own, never a silent pass:
+    `unscannable_action` (quarantine, tempfail or reject)."""
+    result.add(UNSCANNABLE, 0.0, detail)
+    result.action = policy.unscannable_action
+    result.reason = f"content could not be scanned: {detail[:200]}"

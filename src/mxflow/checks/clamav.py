@@ -10,12 +10,16 @@ tempfailed (4xx), because a configured scanner that is down must not let malware
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 from dataclasses import dataclass
 
+from mxflow.checks.attachments import ask_unscannable
 from mxflow.checks.policy import FilterPolicy
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
+
+log = logging.getLogger("mxflow.checks.clamav")
 
 CHUNK = 256 * 1024
 SIZE_LIMIT_HINT = 1024 * 1024  # a hang-up after this much streamed is clamd's size limit
@@ -136,22 +140,39 @@ class ClamavCheck:
     phase: Phase = Phase.DATA
     timeout: float = 60.0  # scanning big archives takes time; budget of its own
     fail_closed: bool = True  # a scan that did not finish tempfails: never deliver unscanned
+    failures: int = 0  # clamd unreachable, in a row
+
+    def _unreachable(self, exc: Exception) -> None:
+        """A scanner that cannot be reached is an operator's problem: say so, but not for
+        every message (the 1st, 2nd, 4th, 8th ... failure in a row)."""
+        self.failures += 1
+        if self.failures & (self.failures - 1) == 0:
+            log.warning(
+                "clamd at %s unreachable (%d failures in a row): %s; mail is tempfailed",
+                self.address.text,
+                self.failures,
+                exc,
+            )
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
         if len(ctx.raw) > self.policy.max_scan_size:
             result.add("CLAM_SKIPPED_SIZE", 0.0, f"{len(ctx.raw)} bytes")
+            ask_unscannable(result, self.policy, f"{len(ctx.raw)} bytes: above max_scan_size")
             return result
         try:
             found = await scan_bytes(self.address, ctx.raw)
         except ClamdSizeLimit as exc:
             result.add("CLAM_SKIPPED_SIZE", 0.0, str(exc))
+            ask_unscannable(result, self.policy, str(exc))
             return result
         except ClamdError as exc:
+            self._unreachable(exc)
             result.add("CLAM_UNAVAILABLE", 0.0, str(exc))
             result.action = Action.TEMPFAIL
             result.reason = "malware scanner unavailable, try again later"
             return result
+        self.failures = 0
         if found:
             result.add("CLAM_VIRUS", self.policy.score("CLAM_VIRUS", 20.0), found)
         return result

@@ -54,6 +54,9 @@ class FilterPolicy:
     high_spam_action: Action = Action.QUARANTINE  # SCL 7-8
     reject_action: Action = Action.REJECT  # SCL 9
     malware_action: Action = Action.QUARANTINE  # never DELIVER or JUNK
+    # what the node could not scan (too deep, too many parts, encrypted, too large for the
+    # scanner): never DELIVER or JUNK, as an unscanned attachment may be anything
+    unscannable_action: Action = Action.QUARANTINE
     allow_senders: tuple[str, ...] = ()  # addresses or domains (`example.org`, `@example.org`)
     block_senders: tuple[str, ...] = ()
     allow_ips: tuple[IpNetwork, ...] = ()
@@ -138,10 +141,18 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
         if not _is_number(value) or float(value) < 1:  # type: ignore[arg-type]
             raise ConfigError(file, where, value, "a number >= 1")
         return float(value)  # type: ignore[arg-type]
-    if key in ("spam_action", "high_spam_action", "reject_action", "malware_action"):
+    if key in (
+        "spam_action",
+        "high_spam_action",
+        "reject_action",
+        "malware_action",
+        "unscannable_action",
+    ):
         allowed = ["junk", "quarantine", "reject", "deliver"]
         if key == "malware_action":
             allowed = ["quarantine", "reject"]
+        if key == "unscannable_action":
+            allowed = ["quarantine", "tempfail", "reject"]
         if not isinstance(value, str) or value not in allowed:
             raise ConfigError(file, where, value, f"one of {', '.join(allowed)}")
         return _ACTIONS[value]

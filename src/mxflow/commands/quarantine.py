@@ -163,16 +163,6 @@ async def smtp_reinject(host: str, port: int, mail_from: str, rcpts: list[str], 
     return words[-1] if words else ""
 
 
-def _unstamped(raw: bytes) -> bytes:
-    """The stored message without the release stamp `Quarantine.release` put on top (it
-    only tells a filtering receiver to skip the message; our spool does not filter)."""
-    from mxflow.store.quarantine import RELEASED_HEADER
-
-    if raw.startswith(RELEASED_HEADER.encode() + b":"):
-        return raw[raw.index(b"\r\n") + 2 :]
-    return raw
-
-
 def run_release(args: argparse.Namespace) -> int:
     """Release into the node's own spool (no filter on that path, works while it runs),
     or with `--via HOST:PORT` by SMTP to a listener that shares this quarantine."""
@@ -210,34 +200,21 @@ def run_release(args: argparse.Namespace) -> int:
 
 
 async def _release_to_spool(node: _Node, args: argparse.Namespace, learn: Any) -> str:
-    from mxflow.mail import message_id_of
     from mxflow.queue.spool import Spool
+    from mxflow.store.quarantine import release_into_spool
 
     config = node.config
     spool = Spool(config.spool_dir, fsync=config.server.fsync)
     try:
-
-        async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
-            raw = _unstamped(raw)
-            message_id = message_id_of(raw)
-            env = await spool.inject(
-                mail_from, rcpts, raw, message_id=message_id, helo="quarantine-release"
-            )
-            for rcpt in rcpts:
-                node.trace.record(
-                    env.queue_id,
-                    "received",
-                    message_id=message_id,
-                    recipient=rcpt,
-                    status="Pending",
-                    detail=f"released from quarantine {args.id}, not filtered again",
-                )
-            return env.queue_id
-
-        queue_id: str = await node.quarantine.release(
-            args.id, reinject, learn=learn, allow_malware=args.allow_malware
+        return await release_into_spool(
+            node.quarantine,
+            args.id,
+            spool,
+            node.trace,
+            learn=learn,
+            allow_malware=args.allow_malware,
+            by="mxflow quarantine release",
         )
-        return queue_id
     finally:
         spool.close()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from mxflow.mail import MessageContext, Phase, Verdict
+from mxflow.mail import MessageContext, Phase, Verdict, subject_of
 from mxflow.smtp.protocol import Session
 
 
@@ -49,6 +49,24 @@ class Transaction:
     reply: str | None = None  # set by the stage that ends the transaction
     stored: bool = False  # the spool holds it under `queue_id`
     notes: list[str] = field(default_factory=list)  # for the trace
+
+    def trace_facts(self) -> dict[str, Any]:
+        """What the trace keeps of this hop besides the event: who sent it from where,
+        its size and subject, and the verdict when there is one."""
+        facts: dict[str, Any] = {
+            "sender": self.mail_from,
+            "from_ip": self.session.peer_ip,
+            "size": len(self.raw),
+            "subject": subject_of(self.raw),
+        }
+        if self.verdict is not None:
+            facts |= {
+                "scl": self.scl if self.scl is not None else self.verdict.scl,
+                "score": self.verdict.score,
+                "symbols": self.verdict.symbols,
+                "auth_results": self.verdict.auth_results,
+            }
+        return facts
 
     def set_scl(self, scl: int) -> None:
         """A new SCL (a mail flow rule): 5 and above is junk, below it is the Inbox."""

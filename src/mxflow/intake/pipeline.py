@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from mxflow.intake.base import Filter, Stage, Transaction
 from mxflow.intake.filtering import refusal
@@ -106,8 +107,16 @@ class Inbound:
         self.queue_id = ""
         self.session.reset()
 
-    def _trace_refusal(self, reply: str, rcpts: list[str], sender: str, message_id: str) -> None:
+    def _trace_refusal(
+        self,
+        reply: str,
+        rcpts: list[str],
+        sender: str,
+        message_id: str,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
         status = STATUS_FAILED if reply.startswith("5") else STATUS_PENDING
+        facts = facts or {"sender": sender, "from_ip": self.session.peer_ip}
         for rcpt in rcpts:
             self.intake.trace.record(
                 self.queue_id,
@@ -116,6 +125,8 @@ class Inbound:
                 recipient=rcpt,
                 status=status,
                 detail=f"{reply} (client {self.session.peer_ip}, sender <{sender}>)",
+                reply=reply,
+                **facts,
             )
 
     def _transaction(self, data: bytes) -> Transaction:
@@ -161,7 +172,7 @@ class Inbound:
         reply = tx.reply or "451 4.3.0 Local error: message not stored, try again later"
         if reply[:1] in ("4", "5"):
             self.session.rejected += 1
-            self._trace_refusal(reply, tx.rcpt_tos, tx.mail_from, tx.message_id)
+            self._trace_refusal(reply, tx.rcpt_tos, tx.mail_from, tx.message_id, tx.trace_facts())
         if tx.stored:
             self.session.queued.append(tx.queue_id)
             self.session.errors = 0  # the limit is on errors without mail, as in Postfix

@@ -54,6 +54,7 @@ class StoreStage:
                 recipient=rcpt,
                 status=STATUS_QUARANTINED,
                 detail=f"quarantine id {qid}: {tx.verdict.reason}",
+                **tx.trace_facts(),
             )
         tx.reply = f"250 2.0.0 Ok: quarantined as {qid}"
 
@@ -92,7 +93,9 @@ class StoreStage:
                 message_id=tx.message_id,
                 recipient=rcpt,
                 status=STATUS_PENDING,
-                detail=f"from {s.peer_ip} helo={s.helo} sender=<{tx.mail_from}> size={len(tx.raw)}",
+                detail=f"from {s.peer_ip} helo={s.helo} sender=<{tx.mail_from}>"
+                f" size={len(tx.raw)}" + "".join(f"; {note}" for note in tx.notes),
+                **tx.trace_facts(),
             )
         tx.reply = f"250 2.0.0 Ok: queued as {tx.queue_id}"
         if self.on_queued is not None:

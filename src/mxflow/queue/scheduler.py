@@ -229,29 +229,56 @@ class Scheduler:
             self.spool.remove_later(queue_id)
             return
         state.attempts += 1
+        results = await self._deliver(env, raw, pending)
+        now = self.clock()
+        bounced, deferred = self._outcome(env, state, results, now)
+        if bounced:
+            await self._bounce(env, raw, bounced)
+        if deferred and queue_id not in self._deleted:
+            if self._delay_warning_due(env, state, now):
+                state.warned = True
+                await self._notify_delayed(env, raw, deferred, state)
+            intervals = self.config.delivery.retry_intervals
+            delay = intervals[min(state.attempts - 1, len(intervals) - 1)]
+            state.next_attempt = now + delay
+            await asyncio.to_thread(self.spool.save_state, queue_id, state)
+            self._schedule(queue_id, state.next_attempt)
+        else:
+            self.spool.remove_later(queue_id, has_state=had_state)
+
+    async def _deliver(
+        self, env: Envelope, raw: bytes, pending: list[str]
+    ) -> list[dict[str, Reply]]:
+        """One attempt: recipients grouped by next hop, one transaction per group."""
         groups: dict[str, tuple[NextHop, list[str]]] = {}
         for rcpt in pending:
             hop = self.router.next_hop(rcpt)
             groups.setdefault(hop.key, (hop, []))[1].append(rcpt)
-        results = await asyncio.gather(
-            *(
-                self.router.deliver(
-                    hop,
-                    env.mail_from,
-                    rcpts,
-                    raw,
-                    body_8bit=env.body_8bit,
-                    smtputf8=env.smtputf8,
-                    queue_id=queue_id,
-                    junk=env.action == "junk",
+        return list(
+            await asyncio.gather(
+                *(
+                    self.router.deliver(
+                        hop,
+                        env.mail_from,
+                        rcpts,
+                        raw,
+                        body_8bit=env.body_8bit,
+                        smtputf8=env.smtputf8,
+                        queue_id=env.queue_id,
+                        junk=env.action == "junk",
+                    )
+                    for hop, rcpts in groups.values()
                 )
-                for hop, rcpts in groups.values()
             )
         )
-        now = self.clock()
+
+    def _outcome(
+        self, env: Envelope, state: QueueState, results: list[dict[str, Reply]], now: float
+    ) -> tuple[list[tuple[str, Reply]], list[tuple[str, Reply]]]:
+        """Record each recipient's reply; the ones to bounce and the ones deferred."""
         expired = now - env.received_at >= self.config.delivery.lifetime
         bounced: list[tuple[str, Reply]] = []
-        deferred = 0
+        deferred: list[tuple[str, Reply]] = []
         for result in results:
             for rcpt, reply in result.items():
                 rs = state.rcpts.setdefault(rcpt, RecipientState())
@@ -261,56 +288,47 @@ class Scheduler:
                     rs.status = DELIVERED
                     # delivered with spam headers, for the next hop to file as junk
                     ok = STATUS_FILTERED_AS_SPAM if env.action == "junk" else STATUS_DELIVERED
-                    self._event(env, "delivered", rcpt, ok, str(reply))
-                    log.info(
-                        "delivery id=%s to=<%s> status=delivered reply=%r",
-                        queue_id,
-                        rcpt,
-                        str(reply),
-                    )
+                    self._event(env, "delivered", rcpt, ok, reply)
                 elif reply.permanent or expired:
                     final = reply
                     if not reply.permanent:
                         final = Reply(reply.code, _expired_text(reply), reply.remote)
                     rs.status = BOUNCED
                     bounced.append((rcpt, final))
-                    self._event(env, "bounced", rcpt, STATUS_FAILED, str(final))
-                    log.info(
-                        "delivery id=%s to=<%s> status=bounced reply=%r", queue_id, rcpt, str(final)
-                    )
+                    self._event(env, "bounced", rcpt, STATUS_FAILED, final)
                 else:
                     rs.status = DEFERRED
-                    deferred += 1
-                    self._event(env, "deferred", rcpt, STATUS_PENDING, str(reply))
-                    log.info(
-                        "delivery id=%s to=<%s> status=deferred reply=%r",
-                        queue_id,
-                        rcpt,
-                        str(reply),
-                    )
-        if bounced:
-            await self._bounce(env, raw, bounced)
-        if deferred and queue_id not in self._deleted:
-            intervals = self.config.delivery.retry_intervals
-            delay = intervals[min(state.attempts - 1, len(intervals) - 1)]
-            state.next_attempt = now + delay
-            await asyncio.to_thread(self.spool.save_state, queue_id, state)
-            self._schedule(queue_id, state.next_attempt)
-        else:
-            self.spool.remove_later(queue_id, has_state=had_state)
+                    deferred.append((rcpt, reply))
+                    self._event(env, "deferred", rcpt, STATUS_PENDING, reply)
+        return bounced, deferred
+
+    def _delay_warning_due(self, env: Envelope, state: QueueState, now: float) -> bool:
+        """Postfix's delay_warning_time: once, when a message has waited that long."""
+        after = self.config.delivery.delay_warning
+        return (
+            after > 0
+            and not state.warned
+            and not env.is_dsn
+            and env.mail_from != ""
+            and now - env.received_at >= after
+        )
 
     def _load(self, queue_id: str) -> tuple[Envelope, bytes, QueueState]:
         env, raw = self.spool.load(queue_id)
         return env, raw, self.spool.load_state(queue_id, env)
 
-    def _event(self, env: Envelope, event: str, rcpt: str, status: str, detail: str) -> None:
+    def _event(self, env: Envelope, event: str, rcpt: str, status: str, reply: Reply) -> None:
+        log.info("delivery id=%s to=<%s> status=%s reply=%r", env.queue_id, rcpt, event, str(reply))
         self.trace.record(
             env.queue_id,
             event,
             message_id=env.message_id,
             recipient=rcpt,
             status=status,
-            detail=detail,
+            detail=str(reply),
+            sender=env.mail_from,
+            to_ip=reply.remote.rpartition(":")[0].strip("[]"),
+            reply=str(reply),
         )
 
     async def _bounce(self, env: Envelope, raw: bytes, failed: list[tuple[str, Reply]]) -> None:
@@ -323,6 +341,23 @@ class Scheduler:
             )
             return
         dsn = build_dsn(reporting_mta=self.config.hostname, envelope=env, raw=raw, failed=failed)
+        await self._send_dsn(env, dsn, f"DSN queued as {{}} for {len(failed)} recipient(s)")
+
+    async def _notify_delayed(
+        self, env: Envelope, raw: bytes, deferred: list[tuple[str, Reply]], state: QueueState
+    ) -> None:
+        """RFC 3464 `Action: delayed` to the sender: still trying, and until when."""
+        until = env.received_at + self.config.delivery.lifetime
+        dsn = build_dsn(
+            reporting_mta=self.config.hostname,
+            envelope=env,
+            raw=raw,
+            failed=deferred,
+            delayed_until=until,
+        )
+        await self._send_dsn(env, dsn, f"delay DSN queued as {{}} for {len(deferred)} recipient(s)")
+
+    async def _send_dsn(self, env: Envelope, dsn: bytes, detail: str) -> None:
         new = await self.spool.enqueue(
             "", [env.mail_from], dsn, message_id=message_id_of(dsn), is_dsn=True
         )
@@ -331,7 +366,7 @@ class Scheduler:
             "dsn",
             message_id=env.message_id,
             recipient=env.mail_from,
-            detail=f"DSN queued as {new.queue_id} for {len(failed)} recipient(s)",
+            detail=detail.format(new.queue_id),
         )
         self.trace.record(
             new.queue_id,

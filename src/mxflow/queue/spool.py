@@ -91,6 +91,7 @@ class QueueState:
     rcpts: dict[str, RecipientState] = field(default_factory=dict)
     attempts: int = 0
     next_attempt: float = 0.0
+    warned: bool = False  # the sender was told the message is delayed
 
     def pending(self) -> list[str]:
         return [r for r, s in self.rcpts.items() if s.status in (PENDING, DEFERRED)]
@@ -101,6 +102,7 @@ class QueueState:
                 "rcpts": {r: asdict(s) for r, s in self.rcpts.items()},
                 "attempts": self.attempts,
                 "next_attempt": self.next_attempt,
+                "warned": self.warned,
             }
         )
 
@@ -111,6 +113,7 @@ class QueueState:
             rcpts={r: RecipientState(**s) for r, s in data["rcpts"].items()},
             attempts=int(data.get("attempts", 0)),
             next_attempt=float(data.get("next_attempt", 0.0)),
+            warned=bool(data.get("warned", False)),
         )
 
 

@@ -9,10 +9,12 @@ builds a new `Wiring` — filter, quarantine, stages, screen — over the same s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import dns.asyncresolver
 
+from mxflow import metrics
 from mxflow.auth.policy import AuthPolicy
 from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
@@ -169,6 +171,7 @@ def build_node(
             open_inbound=wiring.intake.open,
             budget=budget,
             spill=spill,
+            on_reply=functools.partial(metrics.smtp_reply, config.name),
             reuse_port=workers > 1,
         )
         for listener in config.listeners

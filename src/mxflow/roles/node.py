@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mxflow import metrics
 from mxflow.config import Listener, NodeConfig, load_config
 from mxflow.errors import ConfigError
 from mxflow.intake.base import Filter, QuarantineSink
@@ -166,6 +167,7 @@ class Node:
             self._expiry = asyncio.create_task(self._expire_quarantine())
         for server in self.servers:
             await server.start()
+        self.metrics_server = await metrics.start(self)  # /metrics, /healthz (issue 14)
         log.info(
             "node %s worker %d/%d listening on %s",
             self.config.name,
@@ -185,6 +187,7 @@ class Node:
             self.pool.connects,
         )
         await asyncio.gather(*(s.stop(grace) for s in self.servers))
+        await metrics.stop(getattr(self, "metrics_server", None))
         if self._expiry is not None:
             self._expiry.cancel()
             await asyncio.gather(self._expiry, return_exceptions=True)

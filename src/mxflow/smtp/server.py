@@ -83,6 +83,7 @@ class SmtpServer:
         open_inbound: OpenInbound,
         budget: ConnectionBudget | None = None,
         spill: Spill | None = None,
+        on_reply: Callable[[str], None] | None = None,
         reuse_port: bool = False,
     ) -> None:
         self.listener = listener
@@ -92,6 +93,7 @@ class SmtpServer:
         self.open_inbound = open_inbound
         self.budget = budget or ConnectionBudget(limits.max_connections)
         self._spill = spill
+        self.on_reply = on_reply  # e.g. the node's metrics, by reply code
         self.reuse_port = reuse_port
         self.ssl_context: ssl.SSLContext | None = None
         if listener.tls != "none":
@@ -109,6 +111,7 @@ class SmtpServer:
         self._sessions: dict[asyncio.Task[None], SmtpProtocol | None] = {}
         self._accepting = True
         self.full_refusals = 0
+        self.internal_errors = 0
         self.port = listener.port
 
     def reconfigure(self, *, screen: Screen, open_inbound: OpenInbound) -> None:
@@ -171,41 +174,24 @@ class SmtpServer:
         if self.listener.tls == "implicit":
             session.tls = tls_info(writer.get_extra_info("ssl_object"))
         started = time.monotonic()
-        count = self._per_ip.get(session.peer_ip, 0) + 1
-        self._per_ip[session.peer_ip] = count
+        self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
         inbound: Inbound | None = None
-        reason = "quit"
         try:
-            if count > self.limits.max_connections_per_ip:
-                writer.write(b"421 4.7.0 Too many connections from your address\r\n")
-                reason = "too many connections"
-                return
-            if not self._accepting:
-                writer.write(b"421 4.3.2 Service shutting down\r\n")
-                reason = "shutting down"
-                return
-            proto = SmtpProtocol(self.features, self.screen, session)
-            self._sessions[task] = proto
-            inbound = self.open_inbound(session)
-            reason = await self._converse(
-                proto, inbound, InputBuffer(reader, spill=self._spill), writer
-            )
-        except LineTooLong:
-            reason = "command line too long"
-            with contextlib.suppress(Exception):
-                writer.write(b"500 5.5.2 Line too long, closing connection\r\n")
-        except Closed:
-            reason = "client closed"
-        except TimeoutError:
-            reason = "timeout"
-            with contextlib.suppress(Exception):
-                writer.write(b"421 4.4.2 Idle timeout, closing connection\r\n")
-        except (ConnectionError, ssl.SSLError) as exc:
-            reason = f"connection error: {exc}"
-        except asyncio.CancelledError:
-            reason = "shutting down"
-            with contextlib.suppress(Exception):
-                writer.write(b"421 4.3.2 Service shutting down\r\n")
+            refusal = self._opening_refusal(session)
+            if refusal is not None:
+                writer.write(refusal.encode() + b"\r\n")
+                reason = refusal[10:]
+            else:
+                proto = SmtpProtocol(self.features, self.screen, session)
+                self._sessions[task] = proto
+                inbound = self.open_inbound(session)
+                inp = InputBuffer(reader, spill=self._spill)
+                reason = await self._converse(proto, inbound, inp, writer)
+        except (Exception, asyncio.CancelledError) as exc:
+            reason, last_words = self._ending(exc)
+            if last_words:
+                with contextlib.suppress(Exception):
+                    writer.write(last_words)
         finally:
             self._per_ip[session.peer_ip] -= 1
             if not self._per_ip[session.peer_ip]:
@@ -217,6 +203,34 @@ class SmtpServer:
             if inbound is not None:
                 inbound.close()
             self._log_session(session, reason, time.monotonic() - started)
+
+    def _opening_refusal(self, session: Session) -> str | None:
+        """A 421 for a client this listener will not talk to now, or None."""
+        if self._per_ip[session.peer_ip] > self.limits.max_connections_per_ip:
+            return "421 4.7.0 Too many connections from your address"
+        if not self._accepting:
+            return "421 4.3.2 Service shutting down"
+        return None
+
+    def _ending(self, exc: BaseException) -> tuple[str, bytes]:
+        """Why a session ended early (for the log) and the last words for the client."""
+        if isinstance(exc, LineTooLong):
+            return "command line too long", b"500 5.5.2 Line too long, closing connection\r\n"
+        if isinstance(exc, Closed):
+            return "client closed", b""
+        if isinstance(exc, TimeoutError):
+            return "timeout", b"421 4.4.2 Idle timeout, closing connection\r\n"
+        if isinstance(exc, ConnectionError | ssl.SSLError):
+            return f"connection error: {exc}", b""
+        if isinstance(exc, asyncio.CancelledError):
+            return "shutting down", b"421 4.3.2 Service shutting down\r\n"
+        self.internal_errors += 1  # a bug: say so in the log, not once per connection
+        if self.internal_errors & (self.internal_errors - 1) == 0:
+            log.error("session failed (%d so far)", self.internal_errors, exc_info=exc)
+        return (
+            f"internal error: {type(exc).__name__}",
+            b"421 4.3.0 Local error, try again later\r\n",
+        )
 
     def _refuse_full(self, session: Session, writer: asyncio.StreamWriter) -> None:
         """The node is at capacity: say so and close, without reading anything."""
@@ -231,6 +245,13 @@ class SmtpServer:
                 session.peer_ip,
                 self.full_refusals,
             )
+
+    def _emit(self, out: list[bytes], replies: list[str]) -> None:
+        """Queue reply lines for the client (sent together by the next flush)."""
+        for reply in replies:
+            if self.on_reply is not None:
+                self.on_reply(reply)
+            out.append(reply.encode("utf-8", "replace") + b"\r\n")
 
     def _log_session(self, session: Session, reason: str, seconds: float) -> None:
         log.info(
@@ -266,10 +287,10 @@ class SmtpServer:
 
         refusal = await inbound.connect()
         if refusal is not None:
-            out.append(refusal.encode() + b"\r\n")
+            self._emit(out, [refusal])
             await flush(True)
             return f"refused at connect: {refusal}"
-        out.append(proto.greeting().encode() + b"\r\n")
+        self._emit(out, [proto.greeting()])
         await flush(True)
         while True:
             async with asyncio.timeout(self.limits.timeout):
@@ -280,7 +301,7 @@ class SmtpServer:
                 step = await self._data(proto, inbound, inp, out, flush)
             elif step.next is Next.CHUNK:
                 step = await self._chunk(proto, inbound, inp, step, chunks)
-            out.extend(r.encode("utf-8", "replace") + b"\r\n" for r in step.replies)
+            self._emit(out, step.replies)
             if step.next is Next.STARTTLS:
                 await flush(True)
                 await self._starttls(proto, inp, writer)
@@ -313,7 +334,7 @@ class SmtpServer:
         refusal = await inbound.envelope()
         if refusal is not None:
             return proto.finish(refusal)
-        out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+        self._emit(out, ["354 End data with <CR><LF>.<CR><LF>"])
         await flush(True)
         async with asyncio.timeout(self.limits.timeout):
             data, too_big = await inp.read_data(self.limits.max_message_size)

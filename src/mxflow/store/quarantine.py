@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import os
 import secrets
@@ -24,9 +25,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mxflow.errors import MxflowError
-from mxflow.mail import MessageContext, Verdict, is_malware
+from mxflow.mail import MessageContext, Verdict, message_id_of, needs_admin_release
 from mxflow.mime import decode_header_value
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
@@ -213,7 +215,7 @@ class Quarantine:
 
     def store(self, ctx: MessageContext, verdict: Verdict, *, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        kind = "malware" if any(is_malware(s) for s in verdict.symbols) else "spam"
+        kind = "malware" if any(needs_admin_release(s) for s in verdict.symbols) else "spam"
         qid = f"{int(now * 1000):x}{secrets.token_hex(4)}"
         path = self.path_of(qid)
         tmp = path.with_suffix(".tmp")
@@ -377,3 +379,115 @@ class Quarantine:
             self._remove(entry.id)
             self._event(entry, "expired", f"after {entry.kind} retention")
         return [e.id for e in expired]
+
+
+def unstamped(raw: bytes) -> bytes:
+    """The stored message without the release stamp `Quarantine.release` put on top (it
+    only tells a filtering receiver to skip the message; a spool does not filter)."""
+    if raw.startswith(RELEASED_HEADER.encode() + b":"):
+        return raw[raw.index(b"\r\n") + 2 :]
+    return raw
+
+
+async def release_into_spool(
+    quarantine: Quarantine,
+    qid: str,
+    spool: Any,
+    trace: Any,
+    *,
+    learn: Learn | None = None,
+    allow_malware: bool = False,
+    by: str = "",
+    recipient: str | None = None,
+) -> str:
+    """Release `qid` (to `recipient` only, when given) into a node's spool.
+
+    The spool is a `queue.spool.Spool`; the running node picks the message up within a
+    second. It is not filtered again, and is traced as `received` under the new queue id with
+    the same Message-ID, so the message trace follows it. Used by `mxflow quarantine
+    release`, the web UI and digest links; returns the new queue id."""
+
+    async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+        raw = unstamped(raw)
+        message_id = message_id_of(raw)
+        env = await spool.inject(
+            mail_from, rcpts, raw, message_id=message_id, helo="quarantine-release"
+        )
+        who = f" by {by}" if by else ""
+        for rcpt in rcpts:
+            trace.record(
+                env.queue_id,
+                "received",
+                message_id=message_id,
+                recipient=rcpt,
+                status="Pending",
+                detail=f"released from quarantine {qid}{who}, not filtered again",
+                sender=mail_from,
+                size=len(raw),
+                subject=_header(raw, "subject"),
+            )
+        return str(env.queue_id)
+
+    if recipient is not None:
+        return await release_recipient(quarantine, qid, recipient, reinject, learn=learn)
+    return await quarantine.release(qid, reinject, learn=learn, allow_malware=allow_malware)
+
+
+# ------------------------------------------------------- release to one recipient
+
+
+def _released_column(db: sqlite3.Connection) -> None:
+    """Add `released_rcpts` (JSON list) to a quarantine made before digests existed."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(quarantine)")}
+    if "released_rcpts" not in have:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+            db.execute(
+                "ALTER TABLE quarantine ADD COLUMN released_rcpts TEXT NOT NULL DEFAULT '[]'"
+            )
+
+
+def released_recipients(quarantine: Quarantine, qid: str) -> builtins.list[str]:
+    """The recipients a held message was already released to, one by one."""
+    with quarantine._connect() as db:
+        _released_column(db)
+        row = db.execute("SELECT released_rcpts FROM quarantine WHERE id = ?", (qid,)).fetchone()
+    db.close()
+    return [] if row is None else [str(r) for r in json.loads(row[0])]
+
+
+async def release_recipient(
+    quarantine: Quarantine, qid: str, rcpt: str, reinject: Reinject, *, learn: Learn | None = None
+) -> str:
+    """Release a held spam message to `rcpt` only (the recipient who asked, from a digest
+    link); the others keep it held until they ask too. Malware is never released this way:
+    that is an administrator's decision. Returns the new queue id."""
+    entry, raw = await asyncio.to_thread(quarantine.show, qid)
+    if entry.state != HELD:
+        raise QuarantineError(f"message {qid} is {entry.state}, not held")
+    if entry.kind == "malware":
+        raise QuarantineError(f"message {qid} is malware: only an administrator may release it")
+    wanted = next((r for r in entry.rcpt_tos if r.lower() == rcpt.lower()), None)
+    done = await asyncio.to_thread(released_recipients, quarantine, qid)
+    if wanted is None:
+        raise QuarantineError(f"message {qid} was not addressed to {rcpt}")
+    if wanted.lower() in (r.lower() for r in done):
+        raise QuarantineError(f"message {qid} was already released to {rcpt}")
+    stamp = f"{RELEASED_HEADER}: {qid}\r\n".encode()
+    queue_id = await reinject(entry.mail_from, [wanted], stamp + raw)
+    done.append(wanted)
+    finished = len({r.lower() for r in done}) >= len({r.lower() for r in entry.rcpt_tos})
+
+    def mark() -> None:
+        with quarantine._connect() as db:
+            db.execute(
+                "UPDATE quarantine SET released_rcpts = ?, state = ?, released_ts = ?,"
+                " released_queue_id = ? WHERE id = ?",
+                (json.dumps(done), RELEASED if finished else HELD, time.time(), queue_id, qid),
+            )
+        db.close()
+
+    await asyncio.to_thread(mark)
+    quarantine._event(entry, "released", f"re-injected as {queue_id} to {wanted} only")
+    if learn is not None:
+        await asyncio.to_thread(learn, raw, False)
+    return queue_id
