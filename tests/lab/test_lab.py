@@ -67,6 +67,11 @@ def test_the_lab_tells_the_story_on_a_small_corpus(tmp_path: Path) -> None:
     # scenario 2 without enhanced filtering: the host checks SPF against the archiver
     assert two["auth_seen"]["legitimate"]["spf_pass"] == 0
     assert ef["auth_seen"]["legitimate"]["spf_pass"] == ef["inbound"]["legitimate"]["inbox"]
+    # the archiver journalled everything it relayed: inbound (not the bypass) and outbound
+    for s in (two, ef):
+        relayed = sum(c["sent"] for k, c in s["inbound"].items() if k != "bypass")
+        assert s["archive"] == {"entries": relayed + s["outbound"]["sent"], "intact": True}
+    assert "archive" not in one
     assert data["reference_spf"]["literal"] == "permerror"
     assert data["reference_spf"]["corrected"] == "pass"
     assert all(claim["ok"] for claim in data["story"])

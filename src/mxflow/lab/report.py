@@ -73,6 +73,7 @@ def scenario_json(run: ScenarioRun) -> dict[str, Any]:
         "false_negatives": sum(inbound[k]["inbox"] for k in UNWANTED),
         "auth_seen": auth_seen(run),
         "seconds": round(run.seconds, 1),
+        **({"archive": run.archive} if run.archive else {}),
     }
 
 
@@ -131,6 +132,14 @@ def scenario_table(name: str, data: dict[str, Any]) -> str:
         f"{out['dkim_pass']}/{out['total']}, DMARC {out['dmarc_pass']}/{out['total']}"
         f" (sent {out['sent']})",
         "  direct-to-host bypass: " + ("blocked" if data["bypass_blocked"] else "NOT BLOCKED"),
+    ]
+    if "archive" in data:
+        journal = data["archive"]
+        lines.append(
+            f"  archiver's journal: {journal['entries']} entries, chain "
+            + ("intact" if journal["intact"] else "BROKEN")
+        )
+    lines += [
         "  (spf/dmarc ok: as the filtering node saw them, of the delivered; the truth: "
         "legitimate and list pass, spoof fails)",
     ]

@@ -39,6 +39,7 @@ from mxflow.lab.world import (
 )
 from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
+from mxflow.store.archive import Archive
 
 SEND_CONCURRENCY = 8
 SETTLE_TIMEOUT = 60.0
@@ -62,6 +63,7 @@ class ScenarioRun:
     outcomes: list[Outcome] = field(default_factory=list)
     arrivals: list[Arrival] = field(default_factory=list)
     seconds: float = 0.0
+    archive: dict[str, object] = field(default_factory=dict)  # the archiver's journal
 
 
 def lab_port(ips: list[str]) -> int:
@@ -243,6 +245,7 @@ async def run_scenario(world: World, scenario: str, corpus: Path, root: Path) ->
         await settle(env, len(out_messages), f"scenario {scenario}")
         mxs: list[RecipientMx] = env["mxs"]  # type: ignore[assignment]
         stored = _stored(env, world)
+        journal = await asyncio.to_thread(_journal, env)
     bounced = {a.lab_id for mx in mxs for a in mx.arrivals if a.bounce}
     topo = world.topology
     ids = (topo.host.inbound, *(p.mx[0] for p in (topo.gateway, topo.archiver) if p))
@@ -250,4 +253,20 @@ async def run_scenario(world: World, scenario: str, corpus: Path, root: Path) ->
     run.outcomes = classify(messages + out_messages, replies, stored, bounced, ids)
     run.arrivals = [a for a in mxs[0].arrivals if not a.bounce]
     run.seconds = time.monotonic() - started
+    run.archive = journal
     return run
+
+
+def _journal(env: dict[str, object]) -> dict[str, object]:
+    """The archiver's journal after the run: how many entries, and whether it verifies."""
+    party = env["party"]
+    assert isinstance(party, Node)
+    if party.config.role != "archiver":
+        return {}
+    settings = party.config.archive
+    archive = Archive(settings.dir if settings else party.config.data_dir / "archive")
+    try:
+        problems = archive.verify()
+        return {"entries": sum(1 for _ in archive.entries()), "intact": not problems}
+    finally:
+        archive.close()
