@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $@
 
+# Scenarios 1, 2 and 2 + enhanced filtering side by side on the shipped corpus (docs/lab.md).
 lab: venv
-	$(BIN)/mxflow lab
+	$(BIN)/mxflow lab run --scenario all
 
 test: lint typecheck pytest
 

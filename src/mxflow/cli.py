@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "host",
     "trace",
     "web",
+    "archive",
 )
 
 

@@ -45,9 +45,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[bB]?\s*$")
 
 ROLES = ("gateway", "archiver", "host", "sink")
-# The roles `serve` can run today; `config check` refuses the others. (`host` joins when
-# the host role stops building a gateway, `archiver` when it exists.)
-IMPLEMENTED_ROLES: frozenset[str] = frozenset({"gateway", "host", "sink"})
+# The roles `serve` can run (roles/build.py composes each); `config check` refuses a role
+# listed in ROLES but not here, so a role that is named but not built fails loudly.
+IMPLEMENTED_ROLES: frozenset[str] = frozenset({"gateway", "archiver", "host", "sink"})
 # The shortest retry interval: below it a failing next hop is hammered (a schedule of
 # ["0s"] made 3,437 attempts in 4 s). Tests and the lab use fractions of a second.
 MIN_RETRY_INTERVAL = 0.25
@@ -231,6 +231,7 @@ class NodeConfig:
     store_url: str | None = None  # [store] url: a trace store shared with other nodes
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen: /metrics, /healthz
     web: WebConfig = field(default_factory=WebConfig)
+    archive: ArchiveConfig | None = None  # [archive]: the archiver's journal
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:
         domain = domain.lower()
@@ -1154,6 +1155,26 @@ def _web_section(top: _Table, data_dir: Path) -> WebConfig:
     return web
 
 
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """`[archive]`: where the archiver journals every message, and for how long."""
+
+    dir: Path
+    retention: float | None = None  # seconds; None keeps everything
+
+
+def _archive_config(top: _Table, data_dir: Path) -> ArchiveConfig | None:
+    """The `[archive]` table (dir relative to the data directory; retention a duration)."""
+    at = top.table("archive")
+    if at is None:
+        return None
+    path = _path(data_dir, at.text("dir", "archive"))
+    assert path is not None
+    retention = at.duration("retention", 0.0) if "retention" in at.data else None
+    at.done()
+    return ArchiveConfig(path, retention or None)
+
+
 @dataclass
 class _Node:
     """The [node] table, read first: the other sections need its data directory."""
@@ -1332,6 +1353,9 @@ def parse_config(
     if node.role == "host":
         with errors.section():
             _refuse_host_recipient_lists(file, accepted)
+    archive = None
+    with errors.section():
+        archive = _archive_config(top, dd)
     if "listeners" not in data:
         errors.add(ConfigError(file, "listeners", None, "at least one [[listeners]] table"))
     limits = _limits(top)
@@ -1386,6 +1410,7 @@ def parse_config(
         store_url=store_url,
         metrics_listen=metrics_listen,
         web=web,
+        archive=archive,
     )
 
 

@@ -1,4 +1,4 @@
-"""`mxflow lab` (interim): runs in seconds, exits 0, reports every case as expected."""
+"""`mxflow lab` with no subcommand runs the lab (what `make lab` runs), from any folder."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mxflow.lab.corpus import corpus_files, default_corpus
 
-def test_interim_lab_runs_and_reports_each_message(tmp_path: Path) -> None:
+
+def test_mxflow_lab_alone_runs_a_scenario_from_any_folder(tmp_path: Path) -> None:
+    files = corpus_files(default_corpus())
+    for kind in ("ham", "spam"):
+        (tmp_path / "corpus" / kind).mkdir(parents=True)
+        for path in files[kind][:2]:
+            (tmp_path / "corpus" / kind / path.name).write_bytes(path.read_bytes())
     result = subprocess.run(
-        [sys.executable, "-m", "mxflow", "lab", "--dir", str(tmp_path / "lab")],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+        [sys.executable, "-m", "mxflow", "lab", "--scenario", "2-ef", "--corpus", "corpus"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "lab: all cases as expected" in out
-    assert "550 5.7.1" in out and "552 5.3.4" in out and "550 5.6.0" in out
-    assert out.count("=> delivered") == 2 and "=> bounced" in out
-    assert (tmp_path / "lab" / "gateway" / "trace.sqlite").exists()
+    assert "scenario 2-ef" in result.stdout
+    assert "ok    scenario 2-ef: no message lost" in result.stdout

@@ -26,6 +26,7 @@ from mxflow.intake.screen import RelayScreen
 from mxflow.intake.store import StoreStage
 from mxflow.queue.scheduler import Scheduler
 from mxflow.queue.spool import Spool
+from mxflow.roles.archiver import archiver_stages, open_archive
 from mxflow.roles.gateway import gateway_stages
 from mxflow.roles.host import host_stages
 from mxflow.roles.node import Node, NodeParts, Wiring, ensure_certificates
@@ -34,6 +35,7 @@ from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.protocol import Screen
 from mxflow.smtp.reader import Spill
 from mxflow.smtp.server import SmtpServer
+from mxflow.store.archive import Archive
 from mxflow.store.directory import Directory, sync_config
 from mxflow.store.trace import TraceStore
 
@@ -64,6 +66,13 @@ class Shared:
     trace: TraceStore
     scheduler: Scheduler
     directory: Directory | None = None  # the host's, opened once
+    archive: Archive | None = None  # the archiver's, opened once
+
+    def open_archive(self, config: NodeConfig) -> Archive:
+        """The archiver's journal, opened once and kept across reloads."""
+        if self.archive is None:
+            self.archive = open_archive(config)
+        return self.archive
 
     def open_directory(self, config: NodeConfig) -> Directory:
         """The host's directory with the config's entries in force (again on a reload)."""
@@ -102,6 +111,9 @@ def build_wiring(
             store=store,
         )
         screen = HostScreen(config, directory)
+    elif config.role == "archiver":
+        stages = archiver_stages(shared.open_archive(config), config, store=store)
+        screen = RelayScreen(config)
     else:
         stages = gateway_stages(authserv_id=authserv_id, filter=filter, auth=auth, store=store)
         screen = RelayScreen(config)
