@@ -51,6 +51,9 @@ CONTROL_POLL = 0.5
 FRESH_LIMIT = 5000  # messages whose bytes we keep in memory while they wait for a worker
 
 
+MAX_LOCAL_FAILURES = 3  # attempts that raise before a message is held
+
+
 class Scheduler:
     def __init__(
         self,
@@ -72,6 +75,7 @@ class Scheduler:
         self._scheduled: dict[str, float] = {}  # queue id -> time it is due
         self._active: set[str] = set()
         self._deleted: set[str] = set()
+        self._local_failures: dict[str, int] = {}  # attempts that raised, in a row
         self._holding: dict[str, str] = {}  # held while an attempt was in flight: reason
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -191,6 +195,24 @@ class Scheduler:
                 if queue_id not in self._active:
                     self._delete(queue_id)
 
+    def _local_failure(self, queue_id: str, exc: Exception) -> None:
+        """An attempt that raised (a bug, a message we cannot handle), not a reply: try a
+        few more times, then hold it with the reason — a poison message must not be
+        retried forever nor stall the queue. `mxflow queue list` and the trace show it."""
+        failures = self._local_failures.get(queue_id, 0) + 1
+        self._local_failures[queue_id] = failures
+        if failures < MAX_LOCAL_FAILURES:
+            log.warning("delivery id=%s failed locally (%d): %r; retrying", queue_id, failures, exc)
+            intervals = self.config.delivery.retry_intervals
+            self._schedule(queue_id, self.clock() + intervals[min(failures, len(intervals) - 1)])
+            return
+        log.exception("delivery id=%s held after %d local failures", queue_id, failures)
+        self._local_failures.pop(queue_id, None)
+        reason = f"local error {failures} times: {type(exc).__name__}: {exc}"[:300]
+        self._active.discard(queue_id)  # no attempt is in flight to record the hold
+        self._hold(queue_id, reason)
+        self.trace.record(queue_id, "held", status=STATUS_PENDING, detail=reason)
+
     def _is_held(self, queue_id: str) -> bool:
         if queue_id in self._holding:
             return True
@@ -257,11 +279,11 @@ class Scheduler:
             self._active.add(queue_id)
             try:
                 await self._attempt(queue_id)
+                self._local_failures.pop(queue_id, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("delivery id=%s failed unexpectedly; retrying later", queue_id)
-                self._schedule(queue_id, self.clock() + self.config.delivery.retry_intervals[0])
+            except Exception as exc:
+                self._local_failure(queue_id, exc)
             finally:
                 self._active.discard(queue_id)
                 if queue_id in self._deleted:
