@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
 from mxflow.checks.train import FOLDS, read_corpus, train_tokens
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import MessageContext, Phase
 from mxflow.mime import parse
 

@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from mxflow.checks.clamav import ClamdAddress, ping
+from mxflow.checks.clamav import ping
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.train import read_corpus
+from mxflow.config.filter import ClamdAddress, FilterPolicy
 from mxflow.mail import MessageContext, Phase
 
 ROOT = Path(__file__).resolve().parents[1]

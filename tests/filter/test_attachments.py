@@ -13,7 +13,7 @@ import pytest
 from mxflow.checks import attachments
 from mxflow.checks.attachments import AttachmentCheck
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import Action, Phase
 from tests.filter.helpers import context, message
 

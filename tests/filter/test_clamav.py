@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mxflow.checks.clamav import ClamavCheck, ClamdAddress, ClamdSizeLimit, ping, scan_bytes
+from mxflow.checks.clamav import ClamavCheck, ClamdSizeLimit, ping, scan_bytes
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import ClamdAddress, FilterPolicy
 from mxflow.mail import Action, Phase
 from tests.conftest import require, unique_loopback
 from tests.filter.helpers import CLAMD, TEST_SIGNATURE_MARKER, context, eicar, message

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from mxflow.checks.bayes import GTUBE, BayesCheck, Trainer, bayes_score
 from mxflow.checks.classifier import BayesModel, chi2_combine, default_model, shipped_model_bytes
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
 from mxflow.checks.train import main as train_main
 from mxflow.checks.train import train_tokens
+from mxflow.config.filter import FilterPolicy
 from mxflow.mime import parse
 from tests.filter.helpers import SA_NICE, SA_SPAM, context, message, read
 

@@ -12,8 +12,8 @@ from mxflow import mime
 from mxflow.checks import uribl
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.uribl import MAX_LOOKUPS, UriblCheck, url_domains
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import Action, MessageContext, Phase
 from tests.dnsserver import serve_zone_text
 from tests.filter.helpers import context, message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy, parse_filter_section
+from mxflow.config.filter import FilterPolicy, parse_filter_section
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 from tests.filter.helpers import context, message
 

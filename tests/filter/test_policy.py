@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.checks.pipeline import parse_filter_section
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.errors import ConfigError
 from mxflow.mail import Action
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.verdict import ALLOWED, BLOCKED, decide, scl_for, spam_headers
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import Action, CheckResult
 
 POLICY = FilterPolicy()

@@ -28,7 +28,7 @@ from mxflow.checks.filetypes import (
     has_vba,
     sniff,
 )
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.errors import MxflowError
 from mxflow.mail import UNSCANNABLE, CheckResult, MessageContext, Phase
 

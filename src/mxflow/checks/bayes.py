@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mxflow import mime
 from mxflow.checks.classifier import BayesModel, Score, default_model, shipped_model_bytes
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from mxflow.checks.attachments import ask_unscannable
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import ClamdAddress, FilterPolicy
 from mxflow.errors import MxflowError
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
@@ -32,39 +32,6 @@ class ClamdError(MxflowError):
 
 class ClamdSizeLimit(ClamdError):
     """The message is larger than clamd's StreamMaxLength: it was not scanned."""
-
-
-@dataclass(frozen=True)
-class ClamdAddress:
-    """`unix:/path`, `/path` or `HOST:PORT`."""
-
-    text: str
-
-    @property
-    def unix_path(self) -> str | None:
-        if self.text.startswith("unix:"):
-            return self.text[5:]
-        if self.text.startswith("/"):
-            return self.text
-        return None
-
-    def host_port(self) -> tuple[str, int]:
-        host, _, port = self.text.rpartition(":")
-        return host.strip("[]"), int(port)
-
-    def validate(self) -> ClamdAddress:
-        """Self, or ValueError naming the expected forms (for config and command line)."""
-        if self.unix_path is not None:
-            if len(self.unix_path) > 1:
-                return self
-        else:
-            try:
-                host, port = self.host_port()
-            except ValueError:
-                host, port = "", 0
-            if host and 0 < port < 65536:
-                return self
-        raise ValueError(f"{self.text!r}: expected unix:/path/clamd.sock, /path or HOST:PORT")
 
 
 async def _open(address: ClamdAddress) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

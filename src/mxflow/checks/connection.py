@@ -22,7 +22,7 @@ from mxflow.checks.dnsquery import (
     reversed_ip,
     zone_label,
 )
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 _HOSTNAME = re.compile(

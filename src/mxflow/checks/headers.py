@@ -14,7 +14,7 @@ from email.utils import getaddresses, mktime_tz, parsedate_tz
 
 from mxflow import mime
 from mxflow.auth.dmarc import default_psl, organizational_domain
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
 
 _EMAIL_IN_NAME = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from email.utils import getaddresses
 
 from mxflow import mime
-from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.verdict import ALLOWED, BLOCKED
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
 

@@ -17,13 +17,15 @@ import dns.asyncresolver
 
 from mxflow.checks.bayes import Trainer
 from mxflow.checks.pipeline import FilterPipeline
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config import NodeConfig
+from mxflow.config.filter import FilterPolicy
 from mxflow.store.quarantine import Quarantine, QuarantineEntry
+from mxflow.store.trace import TraceStore
 
 
-def node_policy(config: Any) -> FilterPolicy:
+def node_policy(config: NodeConfig) -> FilterPolicy:
     """The node's FilterPolicy with its paths resolved against the node's data directory."""
-    policy = config.filter if isinstance(config.filter, FilterPolicy) else FilterPolicy()
+    policy = config.filter or FilterPolicy()
     data_dir = Path(config.data_dir)
 
     def resolve(path: Path | None, default: str) -> Path:
@@ -39,17 +41,17 @@ def node_policy(config: Any) -> FilterPolicy:
 
 
 def node_pipeline(
-    config: Any,
+    config: NodeConfig,
     resolver: dns.asyncresolver.Resolver | None = None,
     quarantine: Quarantine | None = None,
     **kwargs: Any,
 ) -> FilterPipeline:
     """The node's filter: its policy, its `[auth]` policy for the sender-auth check, and its
     quarantine (so released messages are not filtered again)."""
-    auth = getattr(config, "auth", None)
-    if auth is not None and not isinstance(auth, dict):
+    auth = config.auth
+    if auth is not None:
         kwargs.setdefault("auth_policy", auth)
-    kwargs.setdefault("authserv_id", getattr(config, "hostname", "") or "mxflow")
+    kwargs.setdefault("authserv_id", config.hostname or "mxflow")
     return FilterPipeline(
         node_policy(config),
         resolver=resolver,
@@ -58,13 +60,13 @@ def node_pipeline(
     )
 
 
-def node_trainer(config: Any) -> Trainer:
+def node_trainer(config: NodeConfig) -> Trainer:
     policy = node_policy(config)
     assert policy.bayes_model is not None
     return Trainer(policy.bayes_model)
 
 
-def node_quarantine(config: Any, trace: Any = None) -> Quarantine:
+def node_quarantine(config: NodeConfig, trace: TraceStore | None = None) -> Quarantine:
     """The node's quarantine; with a TraceStore, release/delete/expire are traced."""
     policy = node_policy(config)
     assert policy.quarantine_dir is not None

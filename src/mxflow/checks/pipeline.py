@@ -23,14 +23,14 @@ import dns.asyncresolver
 from mxflow import mime
 from mxflow.checks.base import Check
 from mxflow.checks.bayes import BayesCheck, load_model
-from mxflow.checks.clamav import ClamavCheck, ClamdAddress
+from mxflow.checks.clamav import ClamavCheck
 from mxflow.checks.classifier import BayesModel
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
 from mxflow.checks.headers import HeaderCheck
 from mxflow.checks.lists import IpListCheck, SenderListCheck
-from mxflow.checks.policy import DNS_CHECKS, FilterPolicy, parse_filter_section
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
+from mxflow.config.filter import DNS_CHECKS, ClamdAddress, FilterPolicy, parse_filter_section
 from mxflow.mail import Action, CheckResult, MessageContext, Phase, Symbol, Verdict
 from mxflow.store.quarantine import RELEASED_HEADER, Quarantine
 

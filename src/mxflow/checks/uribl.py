@@ -20,7 +20,7 @@ import dns.asyncresolver
 from mxflow import mime
 from mxflow.auth.dmarc import default_psl, registrable_domain
 from mxflow.checks.dnsquery import query_zones, reversed_ip, zone_label
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
 
 _URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/@\"'<>]*@)?([^\s/:\"'<>()?#]+)")

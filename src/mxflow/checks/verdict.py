@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mxflow.checks.policy import FilterPolicy
+from mxflow.config.filter import FilterPolicy
 from mxflow.mail import ACTION_STRENGTH, Action, CheckResult, Symbol, Verdict, is_malware, strongest
 
 ALLOWED = "ALLOWLISTED"

@@ -99,8 +99,8 @@ def verdict_json(path: Path, verdict: Verdict, report: str = "") -> dict[str, ob
 def antispam_report(verdict: Verdict, policy: object, client_ip: str) -> str:
     """The X-Forefront-Antispam-Report-style summary (SFV, SCL, CIP) of any verdict, also
     of those (quarantine, reject) whose message never gets the header."""
-    from mxflow.checks.policy import FilterPolicy
     from mxflow.checks.verdict import spam_headers
+    from mxflow.config.filter import FilterPolicy
 
     for name, value in verdict.headers:
         if name == "X-Forefront-Antispam-Report":
@@ -113,7 +113,7 @@ def _validate(args: argparse.Namespace) -> None:
     """Bad option values as one clear line, before any message is read."""
     import ipaddress
 
-    from mxflow.checks.clamav import ClamdAddress
+    from mxflow.config.filter import ClamdAddress
 
     try:
         ipaddress.ip_address(args.ip)
@@ -128,7 +128,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _pipeline(args: argparse.Namespace) -> object:
     from mxflow.checks.pipeline import FilterPipeline
-    from mxflow.checks.policy import FilterPolicy
+    from mxflow.config.filter import FilterPolicy
     from mxflow.dns.resolver import resolver_option
 
     resolver = resolver_option(args.resolver) if args.resolver else None

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import dns.asyncresolver
 
 from mxflow import metrics
-from mxflow.auth.policy import AuthPolicy
 from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
 from mxflow.dns.resolver import resolver_from_endpoint
@@ -49,7 +48,7 @@ def _filter_and_quarantine(
 
     The checks are imported only then, so a node without a filter never loads them.
     """
-    if config.filter is None or isinstance(config.filter, dict):
+    if config.filter is None:
         return None, None
     from mxflow.checks.node import node_pipeline, node_quarantine
 
@@ -93,7 +92,7 @@ def build_wiring(
     if filter is None:
         filter, built = _filter_and_quarantine(config, shared.resolver, shared.trace)
         quarantine = quarantine or built
-    auth = config.auth if isinstance(config.auth, AuthPolicy) else None
+    auth = config.auth
     authserv_id = auth.authserv_id if auth else config.hostname
     store = StoreStage(
         shared.spool, shared.trace, quarantine=quarantine, on_queued=shared.scheduler.submit

@@ -1,4 +1,4 @@
-"""The filter's policy: which checks run, their weights, thresholds and actions.
+"""`[filter]`: which checks run, their weights, thresholds and actions.
 
 `parse_filter_section` turns the `[filter]` table of a node's TOML into a typed
 `FilterPolicy`; every wrong value or unknown key is a `ConfigError` naming the file, the
@@ -31,6 +31,39 @@ CHECK_NAMES = (
 )
 DNS_CHECKS = ("dnsbl", "fcrdns", "uribl")
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ClamdAddress:
+    """`unix:/path`, `/path` or `HOST:PORT`."""
+
+    text: str
+
+    @property
+    def unix_path(self) -> str | None:
+        if self.text.startswith("unix:"):
+            return self.text[5:]
+        if self.text.startswith("/"):
+            return self.text
+        return None
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def validate(self) -> ClamdAddress:
+        """Self, or ValueError naming the expected forms (for config and command line)."""
+        if self.unix_path is not None:
+            if len(self.unix_path) > 1:
+                return self
+        else:
+            try:
+                host, port = self.host_port()
+            except ValueError:
+                host, port = "", 0
+            if host and 0 < port < 65536:
+                return self
+        raise ValueError(f"{self.text!r}: expected unix:/path/clamd.sock, /path or HOST:PORT")
 
 
 @dataclass(frozen=True)
@@ -171,8 +204,6 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
             raise ConfigError(file, where, value, "a path")
         return Path(value)
     if key == "clamd":
-        from mxflow.checks.clamav import ClamdAddress
-
         expected = '"unix:/path/clamd.sock" or "HOST:PORT"'
         if not isinstance(value, str):
             raise ConfigError(file, where, value, expected)
