@@ -129,8 +129,18 @@ class _NodeState:
             "accepting": self.accepting(),
             "queue": self.queue_depth(),
             "trace": trace.to_json(),
+            "malware_scanner": self.scanner(),
             "uptime_seconds": round(time.time() - self.started, 1),
         }
+
+    def scanner(self) -> str:
+        """ "none" (no clamd configured), "ok", or "unreachable" (its last scans failed:
+        mail with content to scan is tempfailed until it answers again)."""
+        checks = getattr(self.node.filter, "checks", [])
+        scanners = [c for c in checks if getattr(c, "name", "") == "clamav"]
+        if not scanners:
+            return "none"
+        return "unreachable" if any(getattr(c, "failures", 0) for c in scanners) else "ok"
 
 
 class _StateCollector(Collector):

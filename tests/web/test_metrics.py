@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mxflow.config.filter import FilterPolicy
 from mxflow.roles.build import build_node
 from mxflow.store.trace_query import TraceQuery, search
 from tests.conftest import free_port, unique_loopback
@@ -98,3 +99,24 @@ def test_metrics_listen_config(tmp_path: Path) -> None:
     assert node_config("gw", tmp_path).metrics_listen is None
     with pytest.raises(ConfigError, match=r"metrics\.listen"):
         node_config("gw", tmp_path, extra={"metrics": {"listen": "localhost"}})
+
+
+async def test_healthz_shows_an_unreachable_malware_scanner(tmp_path: Path) -> None:
+    """Issue 10 attack 1: a scanner that cannot be reached is logged and shown by /healthz
+    (mail with content to scan is tempfailed meanwhile, never passed unscanned)."""
+    name = f"gw-scanner-{unique_loopback()}"
+    cfg = gateway_config(tmp_path / "gw", "127.0.0.1", 9, tls="none", name=name)
+    cfg.filter = FilterPolicy(checks=("clamav",), clamd="unix:/nonexistent/clamd.sock")
+    address = cfg.listeners[0].address
+    cfg.metrics_listen = (address, free_port(address))
+    base = f"http://{address}:{cfg.metrics_listen[1]}"
+    async with build_node(cfg) as gw:
+        _, body = await _get(f"{base}/healthz")
+        assert '"malware_scanner": "ok"' in body
+        client = await RawSmtp.open(gw.address, gw.port)
+        await client.cmd("EHLO c.fabrikam.test")
+        code, _ = await client.mail("a@fabrikam.test", ["bob@contoso.com"], stuffed(message()))
+        await client.close()
+        assert code == 451
+        code, body = await _get(f"{base}/healthz")
+        assert code == 200 and '"malware_scanner": "unreachable"' in body
