@@ -5,10 +5,8 @@ raise for bad input (a permerror is an answer, not a crash). Anything else that 
 an exception or a hang, is a finding: fix it, and add the input to
 `fuzz/regressions/<target>/` so `tests/test_fuzz_regressions.py` replays it forever.
 
-The SMTP command parser's target belongs here too, as `smtp_command`; it is added with
-the reshaped SMTP server (smtp/server.py), by whoever owns that reshape: write
-`def smtp_command(data: bytes) -> None`, register it in TARGETS, and add seeds under
-`fuzz/seeds/smtp_command/`.
+`smtp_command` drives the SMTP command state machine (smtp/protocol.py, no sockets): the
+input is split into command lines and fed to one session, as a client would send them.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from mxflow import mime
 from mxflow.auth import dkim as mx_dkim
 from mxflow.auth import dmarc, spf
 from mxflow.mail import header_section, message_id_of
+from mxflow.smtp.protocol import Features, Next, Session, SmtpProtocol
 
 
 def _text(data: bytes) -> str:
@@ -66,10 +65,41 @@ def dmarc_record(data: bytes) -> None:
         dmarc.parse_record(_text(data))
 
 
+class _TakeAll:
+    """A screen that takes every sender and recipient, so the fuzzer reaches DATA."""
+
+    def mail(self, session: Session, address: str) -> str | None:
+        return None
+
+    def rcpt(self, session: Session, address: str) -> tuple[str | None, str]:
+        return None, address
+
+
+_FEATURES = Features("mx.fuzz.test", max_message_size=10_000, max_recipients=5, max_errors=1000)
+
+
+def smtp_command(data: bytes) -> None:
+    """Command lines into one session: every reply is one line with a valid code, and
+    nothing the client sent (CR, LF, NUL) ever reaches a reply or the envelope."""
+    proto = SmtpProtocol(_FEATURES, _TakeAll(), Session("127.0.0.1", 25))
+    for line in data.split(b"\n"):
+        step = proto.handle(line + b"\n")
+        for reply in step.replies:
+            assert reply[:3].isdigit() and reply[0] in "2345", reply
+            assert not any(c in reply for c in "\r\n\x00"), reply
+        envelope = [proto.session.mail_from or "", *proto.session.rcpt_tos, proto.session.helo]
+        assert not any(c in part for part in envelope for c in "\r\n\x00"), envelope
+        if step.next is Next.CLOSE:
+            return
+        if step.next in (Next.DATA, Next.CHUNK):
+            proto.finish("250 2.0.0 Ok: queued as FUZZ")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "mime_walk": mime_walk,
     "headers": headers,
     "spf_record": spf_record,
     "dkim_tags": dkim_tags,
     "dmarc_record": dmarc_record,
+    "smtp_command": smtp_command,
 }

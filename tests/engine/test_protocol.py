@@ -278,3 +278,14 @@ def test_auth_refusals_and_throttling() -> None:
     q, _ = proto()
     q.handle(b"EHLO client.test\r\n")
     assert codes(q, "AUTH PLAIN") == ["502 5.5.1"]
+
+
+def test_non_ascii_digits_in_sizes_are_syntax_errors() -> None:
+    """`SIZE=²` and `BDAT ²`: str.isdigit() says yes, int() raises (found by fuzzing)."""
+    p, _ = proto()
+    p.handle(b"EHLO client.test\r\n")
+    assert codes(p, "MAIL FROM:<a@b.test> SIZE=\u00b2") == ["501 5.5.4"]
+    p.handle(b"MAIL FROM:<a@b.test>\r\n")
+    p.handle(b"RCPT TO:<c@d.test>\r\n")
+    step = p.handle("BDAT \u00b2 LAST\r\n".encode())
+    assert step.next is Next.CLOSE and step.replies[0].startswith("501 5.5.4")

@@ -309,7 +309,7 @@ class SmtpProtocol:
             key, _, value = p.partition("=")
             key = key.upper()
             if key == "SIZE":
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()) or len(value) > 20:
                     return "501 5.5.4 Bad SIZE parameter"
                 if int(value) > self.features.max_message_size:
                     s.rejected += 1
@@ -371,7 +371,8 @@ class SmtpProtocol:
         """RFC 3030: the chunk's octets follow the command and are read in every case, so
         the session stays in step with the client even when the chunk is refused."""
         parts = arg.split()
-        if not 1 <= len(parts) <= 2 or not parts[0].isdigit() or len(parts[0]) > 12:
+        size = parts[0] if parts else ""
+        if not 1 <= len(parts) <= 2 or not (size.isascii() and size.isdigit()) or len(size) > 12:
             # without a size the octets that follow cannot be skipped: out of step, close
             return Step([self.note("501 5.5.4 Syntax: BDAT size [LAST]")], Next.CLOSE)
         if len(parts) == 2 and parts[1].upper() != "LAST":
