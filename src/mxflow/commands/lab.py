@@ -25,7 +25,13 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--keep",
         action="store_true",
-        help="then start the last scenario again and leave it running",
+        help="then start the last scenario again and leave it running, with the web UI",
+    )
+    p.add_argument(
+        "--ui",
+        metavar="IP:PORT",
+        default="127.0.0.1:8025",
+        help="where --keep serves the admin web UI (default 127.0.0.1:8025)",
     )
     p.add_argument("--dir", metavar="DIR", help="where the nodes' files go (default: a temp dir)")
     p.add_argument("--verbose", action="store_true", help="show the nodes' logs")
@@ -43,6 +49,7 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mxflow.dns.resolver import parse_endpoint
     from mxflow.lab.corpus import default_corpus
     from mxflow.lab.run import SCENARIOS, main
 
@@ -61,4 +68,5 @@ def run(args: argparse.Namespace) -> int:
             json_file=Path(args.json) if args.json else None,
             topology_file=Path(args.topology) if args.topology else None,
             keep=args.keep,
+            ui=parse_endpoint(args.ui, 8025),
         )

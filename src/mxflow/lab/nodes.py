@@ -29,12 +29,16 @@ def filter_table() -> dict[str, Any]:
     }
 
 
-def _base(name: str, hostname: str, role: str, ip: str, *, port: int, dns: str) -> dict[str, Any]:
+def _base(
+    name: str, hostname: str, role: str, ip: str, *, port: int, dns: str, root: Path
+) -> dict[str, Any]:
     return {
         "node": {"name": name, "hostname": hostname, "role": role},
         "listeners": [{"address": ip, "port": port, "tls": "none"}],
         "dns": {"resolver": dns},
         "delivery": {"source_address": ip, **FAST_DELIVERY},
+        # one trace for every node of the lab: a message is one row across its hops
+        "store": {"url": str(root / "trace.sqlite")},
     }
 
 
@@ -42,7 +46,7 @@ def gateway_config(world: World, root: Path, port: int, dns: str) -> NodeConfig:
     topo = world.topology
     party = topo.third_party(1)
     host_ip = topo.host.inbound_ips[0]
-    data = _base("gateway", party.mx[0], "gateway", party.ips[0], port=port, dns=dns)
+    data = _base("gateway", party.mx[0], "gateway", party.ips[0], port=port, dns=dns, root=root)
     data |= {
         "accepted_domains": [{"domain": topo.domain, "type": "internal_relay"}],
         "routes": [
@@ -59,7 +63,7 @@ def archiver_config(world: World, root: Path, port: int, dns: str) -> NodeConfig
     topo = world.topology
     party = topo.third_party(2)
     host_ip = topo.host.inbound_ips[0]
-    data = _base("archiver", party.mx[0], "archiver", party.ips[0], port=port, dns=dns)
+    data = _base("archiver", party.mx[0], "archiver", party.ips[0], port=port, dns=dns, root=root)
     data |= {
         "accepted_domains": [{"domain": topo.domain, "type": "internal_relay"}],
         "inbound_connectors": [
@@ -97,7 +101,9 @@ def host_config(
     if scenario != "1":
         archiver_ip = topo.third_party(2).ips[0]
         outbound = {"domains": ["*"], "smart_hosts": [f"{archiver_ip}:{port}"], "tls": "none"}
-    data = _base("host", topo.host.inbound, "host", topo.host.inbound_ips[0], port=port, dns=dns)
+    data = _base(
+        "host", topo.host.inbound, "host", topo.host.inbound_ips[0], port=port, dns=dns, root=root
+    )
     data["delivery"]["source_address"] = outbound_ip
     data |= {
         "host": {"lock_down": True},

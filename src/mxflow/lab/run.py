@@ -19,9 +19,11 @@ from typing import Any
 
 from mxflow.lab import report
 from mxflow.lab.scenario import ScenarioRun, run_scenario, topology
+from mxflow.lab.ui import ADMIN, serve_ui
 from mxflow.lab.world import World, reference_spf_literal
 from mxflow.records.spf_lint import lint_record
 from mxflow.records.topology import Topology, load_topology
+from mxflow.roles.node import Node
 
 SCENARIOS = ("1", "2", "2-ef")
 
@@ -78,18 +80,23 @@ def print_report(data: dict[str, Any]) -> None:
         print(("  ok    " if claim["ok"] else "  FAIL  ") + claim["claim"])
 
 
-async def keep_running(world_topology: Path | None, workdir: Path, scenario: str) -> None:
+async def keep_running(
+    world_topology: Path | None, workdir: Path, scenario: str, ui: tuple[str, int]
+) -> None:
     """`--keep`: the last scenario's topology starts again, empty, for exploring until
-    Ctrl-C (the run's files stay in --dir)."""
+    Ctrl-C (the run's files stay in --dir), with the admin web UI over it."""
     topo = load_topology(world_topology or default_topology())
     world = World(topo)
     async with topology(world, scenario, workdir / "kept") as env:
+        node = env["party"] if scenario == "1" else env["host"]
+        assert isinstance(node, Node)
+        web = await serve_ui(node.config, ui)
         print(
             f"lab scenario {scenario} running (DNS 127.53.0.1, SMTP port {env['port']});"
-            " Ctrl-C to stop",
+            f" web UI {web.url} (user {ADMIN}, password {web.password}); Ctrl-C to stop",
             file=sys.stderr,
         )
-        await asyncio.Event().wait()
+        await web.task
 
 
 def main(
@@ -100,6 +107,7 @@ def main(
     json_file: Path | None = None,
     topology_file: Path | None = None,
     keep: bool = False,
+    ui: tuple[str, int] = ("127.0.0.1", 8025),
 ) -> int:
     data = asyncio.run(run_lab(scenarios, corpus, workdir, topology_file))
     print_report(data)
@@ -107,5 +115,5 @@ def main(
         json_file.write_text(json.dumps(data, indent=2) + "\n")
     if keep:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(keep_running(topology_file, workdir, scenarios[-1]))
+            asyncio.run(keep_running(topology_file, workdir, scenarios[-1], ui))
     return 0 if all(c["ok"] for c in data["story"]) else 1
