@@ -566,17 +566,8 @@ class Spool:
 
     def take_requests(self) -> Iterator[tuple[str, str]]:
         """Pending CLI requests for ids this worker owns; each is removed as it is taken."""
-        try:
-            names = os.listdir(self.control)
-        except FileNotFoundError:
-            return
-        for name in names:
-            queue_id, _, op = name.partition(".")
-            if not self.valid_id(queue_id) or not self.owns(queue_id):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.control / name)
-                yield queue_id, op
+        for queue_id, op, _ in self.take_requests_with_detail():
+            yield queue_id, op
 
     def close(self) -> None:
         """Finish pending writes and removals (call after the event loop work is done)."""
