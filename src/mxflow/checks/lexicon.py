@@ -1,0 +1,131 @@
+"""The vocabulary of fraud: money, urgency and credentials, counted by kind.
+
+Why this marks spam whatever the corpus: advance-fee fraud, phishing and most sales spam
+work by the same levers — a sum of money, a deadline, a request to log in or confirm an
+account — and say so in a few stock phrases. One phrase alone is ordinary (people discuss
+money and passwords), so a symbol needs several distinct phrases of a kind, and the strong
+one needs two kinds in the same message ("verify your account within 24 hours").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from mxflow.checks.contentdoc import Document, Finding
+
+SCORES = {
+    "LEX_MONEY": 0.7,
+    "LEX_URGENCY": 0.7,
+    "LEX_CREDENTIALS": 1.0,
+    "LEX_FRAUD_COMBO": 1.5,
+}
+PHRASES: dict[str, tuple[str, ...]] = {
+    "money": (
+        "million dollars",
+        "million usd",
+        "wire transfer",
+        "western union",
+        "moneygram",
+        "bank account",
+        "beneficiary",
+        "inheritance",
+        "next of kin",
+        "lottery",
+        "you have won",
+        "winner",
+        "prize",
+        "cash bonus",
+        "earn money",
+        "extra income",
+        "make money",
+        "financial freedom",
+        "100% free",
+        "risk free",
+        "no cost",
+        "double your",
+        "investment",
+        "credit card",
+        "debt",
+        "mortgage",
+        "loan",
+        "bitcoin",
+        "crypto",
+        "dollars",
+        "per week",
+        "per month",
+        "save up to",
+        "lowest price",
+        "discount",
+        "% off",
+    ),
+    "urgency": (
+        "act now",
+        "urgent",
+        "immediately",
+        "limited time",
+        "expires",
+        "expire",
+        "within 24",
+        "within 48",
+        "final notice",
+        "last chance",
+        "don't delay",
+        "do not delay",
+        "hurry",
+        "today only",
+        "suspended",
+        "will be closed",
+        "will be terminated",
+        "deadline",
+        "respond promptly",
+        "as soon as possible",
+        "order now",
+        "call now",
+        "click here",
+    ),
+    "credentials": (
+        "verify your account",
+        "confirm your account",
+        "confirm your identity",
+        "update your account",
+        "update your information",
+        "validate your",
+        "your password",
+        "reset your password",
+        "sign in to",
+        "log in to",
+        "login to",
+        "security alert",
+        "unusual activity",
+        "unauthorized",
+        "account has been",
+        "account will be",
+        "social security number",
+        "pin number",
+        "billing information",
+    ),
+}
+MIN_PHRASES = 3  # distinct phrases of one kind for its symbol
+MAX_CHARS = 100_000
+_PATTERNS = {
+    kind: re.compile("|".join(re.escape(p) for p in sorted(words, key=len, reverse=True)))
+    for kind, words in PHRASES.items()
+}
+
+
+def counts(text: str) -> dict[str, int]:
+    """Distinct phrases of each kind in `text` (lower-cased, whitespace collapsed)."""
+    flat = " ".join(text[:MAX_CHARS].lower().split())
+    return {kind: len(set(pattern.findall(flat))) for kind, pattern in _PATTERNS.items()}
+
+
+def findings(doc: Document) -> Iterator[Finding]:
+    found = counts(doc.subject + "\n" + doc.text)
+    symbols = {"money": "LEX_MONEY", "urgency": "LEX_URGENCY", "credentials": "LEX_CREDENTIALS"}
+    strong = [kind for kind, n in found.items() if n >= MIN_PHRASES]
+    for kind in strong:
+        yield Finding(symbols[kind], f"{found[kind]} distinct {kind} phrases")
+    if len(strong) >= 2 or (found["credentials"] >= 2 and found["urgency"] >= 2):
+        summary = ", ".join(f"{kind} {n}" for kind, n in found.items())
+        yield Finding("LEX_FRAUD_COMBO", f"phrases of several kinds ({summary})")
