@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
+import os
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from mxflow import mime
 from mxflow.checks.classifier import BayesModel, Score, default_model, shipped_model_bytes
 from mxflow.checks.policy import FilterPolicy
 from mxflow.checks.tokens import tokenize
-from mxflow.mail import CheckResult, MessageContext, Phase
+from mxflow.mail import CheckResult, MessageContext, Phase, message_id_of
 
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 BIG = 256 * 1024  # messages larger than this are analysed in a worker thread
@@ -112,24 +116,89 @@ class BayesCheck:
 
 
 class Trainer:
-    """Learn / unlearn messages into a writable model file, one writer at a time."""
+    """Learn / unlearn messages into a writable model file, one writer at a time.
+
+    Beside the model, `<model>.learnt` lists every message learnt (a digest of its
+    Message-ID and body, and the class), so learning a message twice, or unlearning one that
+    was never learnt, leaves the counts alone, and learning a message as the other class
+    first unlearns the old one (as sa-learn does): a user who reports the same mail twice,
+    or changes their mind, never skews the model.
+    """
 
     _lock = threading.Lock()
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.ledger = path.with_name(path.name + ".learnt")
 
     def train(self, raw: bytes, is_spam: bool, *, unlearn: bool = False) -> BayesModel:
-        tokens = tokenize(mime.parse(raw))
+        """Learn (or unlearn) one message and save; returns the model as saved."""
+        model, _ = self.train_many([raw], is_spam, unlearn=unlearn)
+        return model
+
+    def train_many(
+        self, messages: Iterable[bytes], is_spam: bool, *, unlearn: bool = False
+    ) -> tuple[BayesModel, Counter[str]]:
+        """Learn (or unlearn) messages with one load and one save; returns the model and
+        how many messages were learnt, relearnt (class changed), unlearnt or left alone."""
+        outcomes: Counter[str] = Counter()
         with self._lock:
             # a fresh object: the shipped model is shared read-only by every pipeline
             if self.path.exists():
                 model = BayesModel.load(self.path)
             else:
                 model = BayesModel.from_bytes(shipped_model_bytes())
-            if unlearn:
-                model.unlearn(tokens, is_spam)
-            else:
-                model.learn(tokens, is_spam)
+            learnt = self._read_ledger()
+            for raw in messages:
+                outcomes[_apply(model, learnt, raw, is_spam, unlearn)] += 1
             model.save(self.path)
-        return model
+            self._write_ledger(learnt)
+        return model, outcomes
+
+    def _read_ledger(self) -> dict[str, bool]:
+        if not self.ledger.exists() or not self.path.exists():
+            return {}  # without the model file the shipped model starts over: so does this
+        entries: dict[str, bool] = {}
+        for line in self.ledger.read_text(encoding="ascii").splitlines():
+            digest, _, cls = line.partition(" ")
+            if digest and cls in ("spam", "ham"):
+                entries[digest] = cls == "spam"
+        return entries
+
+    def _write_ledger(self, entries: dict[str, bool]) -> None:
+        text = "".join(f"{d} {'spam' if s else 'ham'}\n" for d, s in sorted(entries.items()))
+        tmp = self.ledger.with_name(self.ledger.name + ".tmp")
+        tmp.write_text(text, encoding="ascii")
+        os.replace(tmp, self.ledger)
+
+
+def message_digest(raw: bytes) -> str:
+    """What identifies a message for learning: its Message-ID and its body (the header
+    lines that relays and filters add on the way do not make it another message)."""
+    body = raw.replace(b"\r\n", b"\n")
+    end = body.find(b"\n\n")
+    body = body[end + 2 :] if end >= 0 else body
+    digest = hashlib.sha256(message_id_of(raw).encode("utf-8", "replace") + b"\0" + body)
+    return digest.hexdigest()
+
+
+def _apply(
+    model: BayesModel, learnt: dict[str, bool], raw: bytes, is_spam: bool, unlearn: bool
+) -> str:
+    """One message into `model` and the ledger; returns what was done."""
+    digest = message_digest(raw)
+    before = learnt.get(digest)
+    if unlearn:
+        if before is not is_spam:
+            return "not learnt"
+        model.unlearn(tokenize(mime.parse(raw)), is_spam)
+        del learnt[digest]
+        return "unlearnt"
+    if before is is_spam:
+        return "already learnt"
+    tokens = tokenize(mime.parse(raw))
+    if before is not None:
+        model.unlearn(tokens, before)
+    model.learn(tokens, is_spam)
+    learnt[digest] = is_spam
+    return "relearnt" if before is not None else "learnt"
