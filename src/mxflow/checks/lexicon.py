@@ -1,4 +1,4 @@
-"""The vocabulary of fraud: money, urgency and credentials, counted by kind.
+"""The vocabulary of fraud and of mail-order drugs: money, urgency, credentials, pharmacy.
 
 Why this marks spam whatever the corpus: advance-fee fraud, phishing and most sales spam
 work by the same levers — a sum of money, a deadline, a request to log in or confirm an
@@ -19,6 +19,7 @@ SCORES = {
     "LEX_URGENCY": 0.7,
     "LEX_CREDENTIALS": 1.0,
     "LEX_FRAUD_COMBO": 1.5,
+    "LEX_PHARMA": 2.0,
 }
 PHRASES: dict[str, tuple[str, ...]] = {
     "money": (
@@ -106,6 +107,32 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "billing information",
     ),
 }
+# Drugs and knock-offs sold by mail: the largest kind of spam for twenty years, and words
+# a business correspondent has little reason to put together (two distinct ones are needed)
+PHARMA = (
+    "viagra",
+    "cialis",
+    "levitra",
+    "kamagra",
+    "pharmacy",
+    "prescription",
+    "erectile",
+    "erection",
+    "penis",
+    "enlargement",
+    "weight loss",
+    "diet pill",
+    "replica",
+    "rolex",
+    "tramadol",
+    "xanax",
+    "valium",
+    "vicodin",
+    "phentermine",
+    "meds",
+    "pills",
+)
+MIN_PHARMA = 2
 MIN_PHRASES = 3  # distinct phrases of one kind for its symbol
 MAX_CHARS = 100_000
 _PATTERNS = {
@@ -120,7 +147,16 @@ def counts(text: str) -> dict[str, int]:
     return {kind: len(set(pattern.findall(flat))) for kind, pattern in _PATTERNS.items()}
 
 
+_PHARMA = re.compile(
+    r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in sorted(PHARMA, key=len, reverse=True)) + ")"
+)
+
+
 def findings(doc: Document) -> Iterator[Finding]:
+    text = doc.from_name + "\n" + doc.subject + "\n" + doc.text
+    pharma = set(_PHARMA.findall(" ".join(text[:MAX_CHARS].lower().split())))
+    if len(pharma) >= MIN_PHARMA:
+        yield Finding("LEX_PHARMA", "drug or knock-off words: " + ", ".join(sorted(pharma)[:5]))
     found = counts(doc.subject + "\n" + doc.text)
     symbols = {"money": "LEX_MONEY", "urgency": "LEX_URGENCY", "credentials": "LEX_CREDENTIALS"}
     strong = [kind for kind, n in found.items() if n >= MIN_PHRASES]

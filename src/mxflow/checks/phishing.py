@@ -1,6 +1,6 @@
 """Phishing shapes: forms that ask for a password, attachments that are only a link or a
 form, replies diverted to another domain, display names that claim a brand or the
-recipient's own organisation.
+recipient's own organisation, mail "from" its own recipient.
 
 Why these mark phishing whatever the corpus: a legitimate sender never asks for a password
 in a mail form (and mail clients warn about forms at all); an HTML or PDF attachment whose
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from email.utils import getaddresses
 
 from mxflow import mime
 from mxflow.checks import brands, textscan
@@ -30,6 +31,7 @@ SCORES = {
     "REPLYTO_OTHER_DOMAIN": 0.3,
     "FROM_NAME_BRAND": 2.5,
     "FROM_NAME_OWN_ORG": 2.0,
+    "FROM_IS_RECIPIENT": 0.5,
 }
 FREEMAIL = frozenset(
     [
@@ -77,6 +79,7 @@ def findings(doc: Document) -> Iterator[Finding]:
         yield from _attachment(attachment)
     yield from _reply_to(doc)
     yield from _display_name(doc)
+    yield from _self_addressed(doc)
 
 
 def _forms(tags: list[textscan.Tag], password: str, form: str, where: str) -> Iterator[Finding]:
@@ -158,3 +161,16 @@ def _display_name(doc: Document) -> Iterator[Finding]:
                 f"name {doc.from_name[:60]!r} claims {own}, address {doc.from_address}",
             )
             return
+
+
+def _self_addressed(doc: Document) -> Iterator[Finding]:
+    """From is the recipient's own address while the mail is not a note to oneself (it came
+    with a reply path elsewhere, or in bulk): senders forge it to pass "known sender"
+    checks and to hide who they are. Scored low: people do mail themselves, and rspamd gives
+    its TO_EQ_FROM no weight at all."""
+    sender = doc.from_address.lower()
+    if not sender or "@" not in sender:
+        return
+    recipients = {a.lower() for _, a in getaddresses(doc.view.header_all("to")[:1])}
+    if sender in recipients and doc.view.header("in-reply-to") is None:
+        yield Finding("FROM_IS_RECIPIENT", f"From and To are both {sender}")
