@@ -57,9 +57,11 @@ CONFUSABLE = str.maketrans(
 )
 
 
-def normalise(label: str) -> str:
-    """A domain label or word with digit-for-letter swaps and `rn` -> `m` undone."""
-    return label.lower().translate(CONFUSABLE).replace("rn", "m").replace("vv", "w")
+def normalise(label: str, one: str = "l") -> str:
+    """A domain label or word with digit-for-letter swaps and `rn` -> `m` undone (`1` read
+    as `one`: it passes for `l` and for `i`)."""
+    swapped = label.lower().replace("1", one).translate(CONFUSABLE)
+    return swapped.replace("rn", "m").replace("vv", "w")
 
 
 def owns(brand: str, org_domain: str) -> bool:
@@ -73,15 +75,15 @@ def brand_in_label(label: str) -> str:
     (`paypal` of paypal.de) is no imitation; a brand that is also a word must stand alone
     between hyphens (`chase-alert`, not `purchase`)."""
     plain = label.lower()
-    swapped = normalise(plain)
+    swaps = (normalise(plain), normalise(plain, one="i"))
     for brand in BRANDS:
         if plain == brand:
             return ""
-        if swapped == brand:
+        if brand in swaps:
             return brand
         if brand in COMMON_WORDS or len(brand) < 4:
             if brand in plain.split("-"):
                 return brand
-        elif brand in plain or brand in swapped:
+        elif brand in plain or any(brand in swapped for swapped in swaps):
             return brand
     return ""

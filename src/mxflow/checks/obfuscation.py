@@ -104,7 +104,7 @@ def _swapped_word(texts: list[str]) -> tuple[str, str] | None:
                 continue
             if not any(ch.isalpha() for ch in word):
                 continue
-            plain = brands.normalise(word)
-            if plain in WATCHED and plain != word.lower():
-                return word, plain
+            for plain in (brands.normalise(word), brands.normalise(word, one="i")):
+                if plain in WATCHED and plain != word.lower():
+                    return word, plain
     return None
