@@ -20,7 +20,6 @@ from mxflow.checks import textscan
 
 MAX_ANCHORS = 200  # links looked at per message
 MAX_ANCHOR_TEXT = 300  # characters of one link's text
-MAX_WORDS = 20_000  # visible words kept per message
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,6 @@ class Document:
     visible: list[str] = field(default_factory=list)  # text/html parts, tags stripped
     anchors: list[Anchor] = field(default_factory=list)
     tags: list[textscan.Tag] = field(default_factory=list)  # opening tags (bounded)
-    words: list[str] = field(default_factory=list)  # visible words, every part
     from_name: str = ""
     from_address: str = ""
     recipient_domains: list[str] = field(default_factory=list)
@@ -69,11 +67,6 @@ class Document:
                 doc._read_tags(text)
             else:
                 doc.plain.append(text)
-        for text in [*doc.plain, *doc.visible]:
-            for run in textscan.runs(text):
-                if len(doc.words) >= MAX_WORDS:
-                    break
-                doc.words.append(run)
         doc._read_addresses(recipients)
         return doc
 

@@ -134,7 +134,7 @@ PHARMA = (
 )
 MIN_PHARMA = 2
 MIN_PHRASES = 3  # distinct phrases of one kind for its symbol
-MAX_CHARS = 100_000
+MAX_CHARS = 30_000  # the pitch comes early; a bound keeps big messages cheap
 _PATTERNS = {
     kind: re.compile("|".join(re.escape(p) for p in sorted(words, key=len, reverse=True)))
     for kind, words in PHRASES.items()

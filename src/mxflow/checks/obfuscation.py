@@ -61,7 +61,12 @@ WATCHED = frozenset(
         "dating",
     ]
 ) | frozenset(brands.BRANDS)
-_SWAPPABLE = re.compile(r"(?<![\w$@])[A-Za-z0-9$@]{3,15}(?![\w$@])")
+# a word of 3-15 letters, digits, `$` or `@` with at least one letter and one non-letter;
+# it can only start at the beginning of a run (look-behind first), so each run costs once
+_SWAPPABLE = re.compile(
+    r"(?<![\w$@])(?=[A-Za-z0-9$@]{0,14}[0-9$@])(?=[A-Za-z0-9$@]{0,14}[A-Za-z])"
+    r"[A-Za-z0-9$@]{3,15}(?![\w$@])"
+)
 
 
 def findings(doc: Document) -> Iterator[Finding]:
@@ -69,7 +74,7 @@ def findings(doc: Document) -> Iterator[Finding]:
     mixed = _mixed_script_word(texts)
     if mixed:
         yield Finding("OBFU_MIXED_SCRIPT", f"{mixed!r} mixes Latin with Cyrillic or Greek")
-    hidden = sum(len(_ZERO_WIDTH.findall(text[:200_000])) for text in texts)
+    hidden = sum(len(_ZERO_WIDTH.findall(t[:200_000])) for t in texts if not t.isascii())
     if hidden >= ZERO_WIDTH_MIN:
         yield Finding("OBFU_ZERO_WIDTH", f"{hidden} zero-width characters inside words")
     swapped = _swapped_word(texts)
@@ -85,6 +90,8 @@ def _mixed_script_word(texts: list[str]) -> str:
     """A word of letters that is Latin but for a Cyrillic or Greek look-alike (`pаypal`);
     `μg` or `β-carotene` are not: μ and β look like no Latin letter."""
     for text in texts:
+        if text.isascii():
+            continue  # the common case, decided in C
         for run in text[:200_000].split():
             word = run.strip(".,;:!?()[]{}<>\"'*")
             if word.isascii() or not 4 <= len(word) <= 40 or not word.isalpha():
@@ -100,10 +107,6 @@ def _swapped_word(texts: list[str]) -> tuple[str, str] | None:
     for text in texts:
         for match in _SWAPPABLE.finditer(text[:200_000]):
             word = match.group()
-            if word.isalpha() or word.isdigit():
-                continue
-            if not any(ch.isalpha() for ch in word):
-                continue
             for plain in (brands.normalise(word), brands.normalise(word, one="i")):
                 if plain in WATCHED and plain != word.lower():
                     return word, plain

@@ -133,7 +133,7 @@ def _words(text: str, prefix: str = "") -> Iterator[str]:
             yield f"{prefix}skip:{word[0].lower()} {n // 10 * 10}"
             continue
         lower = word.lower()
-        digits = sum(ch.isdigit() for ch in word)
+        digits = 0 if word.isalpha() else sum(ch.isdigit() for ch in word)  # most are words
         if digits:
             yield f"{prefix}num:{shape(word)}"
             if digits > 1:
