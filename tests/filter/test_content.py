@@ -153,3 +153,14 @@ async def test_the_rules_run_in_the_default_pipeline_and_can_be_reweighted() -> 
     off = FilterPolicy(checks=tuple(c for c in FilterPolicy().checks if c != "content"))
     verdict = await FilterPipeline(off).evaluate(MessageContext("192.0.2.10", raw=raw), Phase.DATA)
     assert "LINK_TEXT_MISMATCH" not in {s.name for s in verdict.symbols}
+
+
+async def test_filler_in_footnote_size_and_pharmacy_hosts() -> None:
+    filler = f'<a href="https://pills-shop.example/"><img src="cid:x"></a>' \
+             f'<font style="font-size: 10px">{WORDS}</font>'  # fmt: skip
+    found = await symbols(html_only(filler))
+    assert "60 of 60 words" in found["HTML_TINY_TEXT"]
+    assert "'pill'" in found["URL_PHARMA_HOST"]
+    footer = f"<p>{PROSE} {PROSE}</p><p style='font-size:9px'>{PROSE}</p>"
+    found = await symbols(html_only(footer + '<a href="https://techspecialist.example/">x</a>'))
+    assert "HTML_TINY_TEXT" not in found and "URL_PHARMA_HOST" not in found

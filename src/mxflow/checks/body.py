@@ -7,14 +7,16 @@ software that builds the HTML from a template often sends a plain-text part that
 nothing to do with it (a fixed "view this in your browser" or an unrelated text). Person-
 to-person mail and most legitimate newsletters show the same words in both parts and
 little or no hidden text (a short hidden preheader is normal, so hidden text counts only
-from `HIDDEN_MIN_WORDS` words on).
+from `HIDDEN_MIN_WORDS` words on). Most of the text in footnote size (10 px or less) is the
+same trick done in the open: the pitch is an image, the words are filler for the filter;
+a legitimate footer in small print is a small share of the message's words.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from mxflow.checks import textscan
 from mxflow.checks.contentdoc import Document, Finding, attribute
@@ -24,6 +26,7 @@ SCORES = {
     "HTML_IMAGE_ONLY": 1.5,
     "HTML_TEXT_MISMATCH": 1.0,
     "HTML_HIDDEN_TEXT": 2.0,
+    "HTML_TINY_TEXT": 1.5,
 }
 HIDDEN_MIN_WORDS = 30
 IMAGE_ONLY_MAX_WORDS = 15
@@ -35,6 +38,11 @@ _HIDING = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W\d_]{3,}")
+# 10 px or less, or <font size=1>: footnote size, where filler that the reader is not meant
+# to read goes (the "Bayes poisoning" paragraph under an image that carries the pitch)
+_TINY = re.compile(r"font-size\s*:\s*(?:[0-9]|10)(?:\.\d+)?(?:px|pt)\b", re.IGNORECASE)
+TINY_MIN_WORDS = 40
+TINY_MIN_SHARE = 0.5
 
 
 def findings(doc: Document) -> Iterator[Finding]:
@@ -48,10 +56,15 @@ def findings(doc: Document) -> Iterator[Finding]:
         mismatch = _mismatch(doc.plain[0], doc.visible[0])
         if mismatch:
             yield Finding("HTML_TEXT_MISMATCH", mismatch)
-    for text in doc.html:
-        hidden = hidden_words(text)
+    for text, visible in zip(doc.html, doc.visible, strict=True):
+        hidden = marked_words(text, _hides)
         if hidden >= HIDDEN_MIN_WORDS:
             yield Finding("HTML_HIDDEN_TEXT", f"{hidden} words in hidden or invisible elements")
+            break
+        tiny = marked_words(text, _tiny)
+        total = len(_WORD.findall(visible[:200_000]))
+        if tiny >= TINY_MIN_WORDS and tiny >= TINY_MIN_SHARE * total:
+            yield Finding("HTML_TINY_TEXT", f"{tiny} of {total} words in 10 px or smaller")
             break
 
 
@@ -66,14 +79,14 @@ def _mismatch(plain: str, visible: str) -> str:
     return f"text and HTML parts share {overlap:.0%} of their words"
 
 
-def hidden_words(text: str) -> int:
-    """Words inside elements styled to be invisible (one hidden element at a time, so the
-    walk stays linear; `<font color=white>` counts as hiding)."""
+def marked_words(text: str, marks: Callable[[textscan.Tag], bool]) -> int:
+    """Words inside elements whose opening tag `marks` (hidden, tiny); one such element at
+    a time, up to its closing tag, so the walk stays linear."""
     count = 0
     hiding: textscan.Tag | None = None
     for tag in textscan.tags(text):
         if hiding is None:
-            if not tag.closing and _hides(tag):
+            if not tag.closing and marks(tag):
                 hiding = tag
             continue
         if tag.closing and tag.name == hiding.name:
@@ -81,6 +94,12 @@ def hidden_words(text: str) -> int:
             count += len(_WORD.findall(html.unescape(textscan.visible_text(inner))))
             hiding = None
     return count
+
+
+def _tiny(tag: textscan.Tag) -> bool:
+    if _TINY.search(attribute(tag.attrs, "style")):
+        return True
+    return tag.name == "font" and attribute(tag.attrs, "size") in ("1", "-2", "-3")
 
 
 def _hides(tag: textscan.Tag) -> bool:

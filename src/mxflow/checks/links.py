@@ -7,6 +7,7 @@ to another domain is a lie by construction; legitimate mail links to names (IP l
 cost the sender nothing to avoid); shorteners hide the destination from the reader and from
 URI blocklists; an `xn--` label in a link is how look-alike Unicode domains are written;
 and a domain that spells a brand it does not belong to exists to be mistaken for it.
+A host named for pills or a pharmacy (`drugshop40a.ru`) says what the mail sells.
 Tracking redirects of legitimate newsletters do go to another domain than the text, but
 their text is words ("Read more"), not a domain, so only text that is itself a domain or
 URL is compared.
@@ -28,7 +29,12 @@ SCORES = {
     "URL_SHORTENER": 0.8,
     "URL_PUNYCODE": 1.0,
     "URL_LOOKALIKE": 3.0,
+    "URL_PHARMA_HOST": 2.0,
 }
+# parts of host names that sell drugs by mail (the pitch's own vocabulary, in the link)
+PHARMA_HOST_WORDS = ("pharm", "pill", "drug", "viagra", "cialis", "levitra", "meds")
+# at the start of a label or after a hyphen or digit: `techspecialist` is no `cialis`
+_PHARMA_HOST = re.compile(r"(?:^|[.\-0-9])(" + "|".join(PHARMA_HOST_WORDS) + ")")
 SHORTENERS = frozenset(
     [
         "bit.ly",
@@ -119,6 +125,9 @@ def _judge(host: str, doc: Document) -> Iterator[tuple[str, str]]:
     if any(label.startswith("xn--") for label in host.split(".")):
         yield "URL_PUNYCODE", f"link to the internationalised name {host}"
     label = organisational.split(".", 1)[0]
+    pharma = _PHARMA_HOST.search(host)
+    if pharma:
+        yield "URL_PHARMA_HOST", f"link to {host} ({pharma.group(1)!r} in the name)"
     brand = brands.brand_in_label(label)
     if brand and not brands.owns(brand, organisational) and org(doc.from_domain) != organisational:
         yield "URL_LOOKALIKE", f"link to {host}, which imitates {brand}"
