@@ -101,3 +101,35 @@ def test_long_header_values_are_linear() -> None:
     bound = FACTOR * _seconds(fn, clean) + SLACK
     for subject in ("a." * 150_000, "<" * 300_000, "AB" * 150_000, "=?" * 150_000):
         assert _seconds(fn, _message("Hello.", "text/plain", subject=subject)) < bound
+
+
+async def test_big_messages_are_analysed_off_the_event_loop() -> None:
+    """While the classifier and the content rules work on a 1 MB message, the loop keeps
+    turning (other sessions are served), and the pipeline's timeout cuts the wait short."""
+    import asyncio
+
+    from mxflow.checks.pipeline import FilterPipeline
+    from mxflow.mail import MessageContext, Phase
+
+    raw = _clean("text/html")
+    gaps: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    stop = asyncio.Event()
+    ticking = asyncio.create_task(ticker(stop))
+    started = time.perf_counter()
+    pipeline = FilterPipeline(FilterPolicy(check_timeout=0.05))
+    verdict = await pipeline.evaluate(MessageContext("192.0.2.1", raw=raw), Phase.DATA)
+    took = time.perf_counter() - started
+    stop.set()
+    await ticking
+    names = {s.name for s in verdict.symbols}
+    assert {"BAYES_TIMEOUT", "CONTENT_TIMEOUT"} & names  # given up, the message kept
+    assert max(gaps) < 0.25 and took < 2.0

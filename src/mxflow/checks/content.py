@@ -40,7 +40,7 @@ DEFAULT_SCORES: dict[str, float] = {
     **lexicon.SCORES,
     **encoding.SCORES,
 }
-BIG = 64 * 1024  # bytes from which the rules run in a worker thread
+BIG = 32 * 1024  # bytes from which the rules run in a worker thread (as bayes.py)
 
 
 def analyse(view: mime.MimeView, raw: bytes, recipients: list[str]) -> list[Finding]:
