@@ -164,3 +164,16 @@ async def test_filler_in_footnote_size_and_pharmacy_hosts() -> None:
     footer = f"<p>{PROSE} {PROSE}</p><p style='font-size:9px'>{PROSE}</p>"
     found = await symbols(html_only(footer + '<a href="https://techspecialist.example/">x</a>'))
     assert "HTML_TINY_TEXT" not in found and "URL_PHARMA_HOST" not in found
+
+
+def test_the_classifier_reads_only_what_the_reader_sees() -> None:
+    from mxflow.checks.tokens import tokenize
+    from mxflow.mime import parse
+
+    planted = (
+        "<p>Cheap watches here</p><div style='display:none'>quarterly minutes budget</div>"
+        "<font style='font-size: 8px'>agenda colleague</font><p>Order today</p>"
+    )
+    tokens = set(tokenize(parse(html_only(planted))))
+    assert {"cheap", "watches", "order", "today"} <= tokens
+    assert not {"quarterly", "minutes", "budget", "agenda", "colleague"} & tokens

@@ -40,7 +40,7 @@ from mxflow.mail import CheckResult, MessageContext, Phase, message_id_of
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 BIG = 32 * 1024  # from here (about 10 ms of CPU) the classifier runs in a worker thread
 # (probability, score) breakpoints, linear in between
-SPAM_CURVE = ((0.5, 0.0), (0.7, 4.0), (0.9, 4.8), (0.96, 5.0), (0.995, 10.0), (1.0, 12.0))
+SPAM_CURVE = ((0.5, 0.0), (0.6, 3.5), (0.9, 4.8), (0.96, 5.0), (0.995, 10.0), (1.0, 12.0))
 HAM_CURVE = ((0.0, -2.0), (0.1, -1.0), (0.5, 0.0))
 FULL_EVIDENCE = 20  # clues needed for the probability to count in full
 RELOAD_INTERVAL = 5.0  # seconds between looks at the model file

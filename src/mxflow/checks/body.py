@@ -109,3 +109,27 @@ def _hides(tag: textscan.Tag) -> bool:
         color = attribute(tag.attrs, "color").lower()
         return color in ("#ffffff", "#fff", "white") or attribute(tag.attrs, "size") == "0"
     return False
+
+
+def planted(tag: textscan.Tag) -> bool:
+    """Whether an element is styled so that a reader does not read it (hidden or tiny)."""
+    return _hides(tag) or _tiny(tag)
+
+
+def strip_marked(text: str, marks: Callable[[textscan.Tag], bool] = planted) -> str:
+    """`text` without the elements whose opening tag `marks` (one at a time, up to its
+    closing tag; linear): what the classifier should read is what the reader sees."""
+    out: list[str] = []
+    pos = 0
+    hiding: textscan.Tag | None = None
+    for tag in textscan.tags(text):
+        if hiding is None:
+            if not tag.closing and marks(tag):
+                hiding = tag
+            continue
+        if tag.closing and tag.name == hiding.name:
+            out.append(text[pos : hiding.start])
+            pos = tag.end
+            hiding = None
+    out.append(text[pos:])
+    return "".join(out)
