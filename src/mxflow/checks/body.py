@@ -57,13 +57,14 @@ def findings(doc: Document) -> Iterator[Finding]:
         if mismatch:
             yield Finding("HTML_TEXT_MISMATCH", mismatch)
     for text, visible in zip(doc.html, doc.visible, strict=True):
-        hidden = marked_words(text, _hides)
+        hidden, tiny = marked_words(text, _hides, _tiny)
         if hidden >= HIDDEN_MIN_WORDS:
             yield Finding("HTML_HIDDEN_TEXT", f"{hidden} words in hidden or invisible elements")
             break
-        tiny = marked_words(text, _tiny)
+        if tiny < TINY_MIN_WORDS:
+            continue
         total = len(_WORD.findall(visible[:200_000]))
-        if tiny >= TINY_MIN_WORDS and tiny >= TINY_MIN_SHARE * total:
+        if tiny >= TINY_MIN_SHARE * total:
             yield Finding("HTML_TINY_TEXT", f"{tiny} of {total} words in 10 px or smaller")
             break
 
@@ -79,21 +80,23 @@ def _mismatch(plain: str, visible: str) -> str:
     return f"text and HTML parts share {overlap:.0%} of their words"
 
 
-def marked_words(text: str, marks: Callable[[textscan.Tag], bool]) -> int:
-    """Words inside elements whose opening tag `marks` (hidden, tiny); one such element at
-    a time, up to its closing tag, so the walk stays linear."""
-    count = 0
-    hiding: textscan.Tag | None = None
+def marked_words(text: str, *kinds: Callable[[textscan.Tag], bool]) -> tuple[int, ...]:
+    """For each kind of mark (hidden, tiny), the words inside elements whose opening tag it
+    marks; one tag walk for all kinds, one marked element per kind at a time, up to its
+    closing tag, so the walk stays linear."""
+    counts = [0] * len(kinds)
+    open_: list[textscan.Tag | None] = [None] * len(kinds)
     for tag in textscan.tags(text):
-        if hiding is None:
-            if not tag.closing and marks(tag):
-                hiding = tag
-            continue
-        if tag.closing and tag.name == hiding.name:
-            inner = text[hiding.end : tag.start]
-            count += len(_WORD.findall(html.unescape(textscan.visible_text(inner))))
-            hiding = None
-    return count
+        for i, marks in enumerate(kinds):
+            opened = open_[i]
+            if opened is None:
+                if not tag.closing and marks(tag):
+                    open_[i] = tag
+            elif tag.closing and tag.name == opened.name:
+                inner = text[opened.end : tag.start]
+                counts[i] += len(_WORD.findall(html.unescape(textscan.visible_text(inner))))
+                open_[i] = None
+    return tuple(counts)
 
 
 def _tiny(tag: textscan.Tag) -> bool:

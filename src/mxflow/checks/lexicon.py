@@ -9,6 +9,7 @@ one needs two kinds in the same message ("verify your account within 24 hours").
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 
@@ -58,7 +59,6 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "save up to",
         "lowest price",
         "discount",
-        "% off",
     ),
     "urgency": (
         "act now",
@@ -135,29 +135,52 @@ PHARMA = (
 MIN_PHARMA = 2
 MIN_PHRASES = 3  # distinct phrases of one kind for its symbol
 MAX_CHARS = 30_000  # the pitch comes early; a bound keeps big messages cheap
-_PATTERNS = {
-    kind: re.compile("|".join(re.escape(p) for p in sorted(words, key=len, reverse=True)))
-    for kind, words in PHRASES.items()
-}
+_NOT_WORD = re.compile(r"[^\w%$']+")
+# phrase words, indexed by the first four letters of the first word: a text word is looked
+# up once (a dictionary probe), and only the few phrases that start like it are compared
+_INDEX: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+for _kind, _phrases in PHRASES.items():
+    for _phrase in _phrases:
+        _words = tuple(_NOT_WORD.sub(" ", _phrase).split())
+        _INDEX.setdefault(_words[0][:4], []).append((_words, _phrase, _kind))
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of the first MAX_CHARS characters (`%`, `$`, `'` kept)."""
+    return _NOT_WORD.sub(" ", text[:MAX_CHARS].lower()).split()
 
 
 def counts(text: str) -> dict[str, int]:
-    """Distinct phrases of each kind in `text` (lower-cased, whitespace collapsed)."""
-    flat = " ".join(text[:MAX_CHARS].lower().split())
-    return {kind: len(set(pattern.findall(flat))) for kind, pattern in _PATTERNS.items()}
+    """Distinct phrases of each kind in `text`; a phrase's last word matches as a prefix
+    ("expire" finds "expires", "loan" finds "loans"), the others exactly."""
+    return count_words(words(text))
 
 
-_PHARMA = re.compile(
-    r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in sorted(PHARMA, key=len, reverse=True)) + ")"
-)
+def count_words(tokens: list[str]) -> dict[str, int]:
+    """`counts` of a text already split by `words`."""
+    found: dict[str, set[str]] = {kind: set() for kind in PHRASES}
+    for i, token in enumerate(tokens):
+        for phrase_words, phrase, kind in _INDEX.get(token[:4], ()):
+            n = len(phrase_words)
+            here = tokens[i : i + n]
+            last = here[-1] if len(here) == n else ""
+            if last.startswith(phrase_words[-1]) and here[:-1] == list(phrase_words[:-1]):
+                found[kind].add(phrase)
+    return {kind: len(phrases) for kind, phrases in found.items()}
+
+
+PHARMA_WORDS = frozenset(p for p in PHARMA if " " not in p)
+PHARMA_PAIRS = frozenset(p for p in PHARMA if " " in p)
 
 
 def findings(doc: Document) -> Iterator[Finding]:
-    text = doc.from_name + "\n" + doc.subject + "\n" + doc.text
-    pharma = set(_PHARMA.findall(" ".join(text[:MAX_CHARS].lower().split())))
+    tokens = words(doc.subject + "\n" + doc.text)
+    named = words(doc.from_name) + tokens
+    pharma = {w for w in named if w in PHARMA_WORDS}
+    pharma |= {f"{a} {b}" for a, b in itertools.pairwise(named) if f"{a} {b}" in PHARMA_PAIRS}
     if len(pharma) >= MIN_PHARMA:
         yield Finding("LEX_PHARMA", "drug or knock-off words: " + ", ".join(sorted(pharma)[:5]))
-    found = counts(doc.subject + "\n" + doc.text)
+    found = count_words(tokens)
     symbols = {"money": "LEX_MONEY", "urgency": "LEX_URGENCY", "credentials": "LEX_CREDENTIALS"}
     strong = [kind for kind, n in found.items() if n >= MIN_PHRASES]
     for kind in strong:
