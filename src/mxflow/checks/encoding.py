@@ -56,5 +56,6 @@ def findings(doc: Document, raw: bytes) -> Iterator[Finding]:
             yield Finding("CHARSET_MISMATCH", f"{share:.0%} of the text is not in its charset")
             break
     has_list = view.header("list-unsubscribe") or view.header("list-id")
-    if not has_list and any(_UNSUBSCRIBE.search(t[:200_000]) for t in doc.plain + doc.visible):
+    # the opt-out line is in the footer: the last few thousand characters of a part
+    if not has_list and any(_UNSUBSCRIBE.search(t[-8_000:]) for t in doc.plain + doc.visible):
         yield Finding("BULK_NO_LIST_HEADERS", "unsubscribe text without List-Unsubscribe")

@@ -24,6 +24,7 @@ SCORES = {
     "OBFU_DIGIT_FOR_LETTER": 1.5,
 }
 ZERO_WIDTH_MIN = 3
+SWAP_SCAN = 30_000  # characters of each text searched for swapped spellings (the pitch is early)
 _ZERO_WIDTH = re.compile(r"[A-Za-z][\u200b\u200c\u200d\u2060\ufeff\u00ad]+[A-Za-z]")
 WATCHED = frozenset(
     [
@@ -105,7 +106,7 @@ def _mixed_script_word(texts: list[str]) -> str:
 
 def _swapped_word(texts: list[str]) -> tuple[str, str] | None:
     for text in texts:
-        for match in _SWAPPABLE.finditer(text[:200_000]):
+        for match in _SWAPPABLE.finditer(text[:SWAP_SCAN]):
             word = match.group()
             for plain in (brands.normalise(word), brands.normalise(word, one="i")):
                 if plain in WATCHED and plain != word.lower():
