@@ -176,8 +176,8 @@ async def test_a_running_check_picks_up_a_retrained_model_file(tmp_path: Path) -
     check = BayesCheck(FilterPolicy(), default_model(), path)
     before = (await check.check(context(raw))).symbols[0].score
     trainer = Trainer(path)
-    for _ in range(5):
-        trainer.train(raw, is_spam=True)
+    for n in range(5):  # five messages: the same one learnt again would count once
+        trainer.train(raw.replace(b"sender uses", f"sender uses {n}".encode()), is_spam=True)
     old_interval = bayes_module.RELOAD_INTERVAL
     bayes_module.RELOAD_INTERVAL = 0.0
     try:

@@ -14,10 +14,11 @@ from email.utils import getaddresses, mktime_tz, parsedate_tz
 
 from mxflow import mime
 from mxflow.auth.dmarc import default_psl, organizational_domain
+from mxflow.checks import textscan
 from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
 
-_EMAIL_IN_NAME = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+_EMAIL_IN_NAME = textscan.EMAIL  # linear: starts only at the beginning of a run
 _MSGID = re.compile(r"^\s*<[^<>@\s]+@[^<>@\s]+>\s*$")
 MAX_HOPS = 25
 DAY = 86_400.0

@@ -129,6 +129,10 @@ class FilterPipeline:
                 built.append(BayesCheck(policy, model))
             else:
                 built.append(BayesCheck(policy, load_model(policy.bayes_model), policy.bayes_model))
+        if policy.enabled("content"):
+            from mxflow.checks.content import ContentCheck
+
+            built.append(ContentCheck(policy))
         if policy.enabled("attachments"):
             from mxflow.checks.attachments import AttachmentCheck
 

@@ -23,8 +23,9 @@ from mxflow.checks.dnsquery import query_zones, reversed_ip, zone_label
 from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
 
-_URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/@\"'<>]*@)?([^\s/:\"'<>()?#]+)")
-_WWW_HOST = re.compile(r"(?i)(?<![\w.@/-])(www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+)")
+# bounded repetitions: a pattern that can scan a long run from many starts is quadratic
+_URL_HOST = re.compile(r"(?i)\b(?:https?|ftp)://(?:[^\s/@\"'<>]{0,256}@)?([^\s/:\"'<>()?#]+)")
+_WWW_HOST = re.compile(r"(?i)(?<![\w.@/-])(www\.[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63}){1,16})")
 MAX_LOOKUPS = 20
 
 

@@ -4,8 +4,10 @@
                                 [--resolver IP:PORT] [--clamd ADDR] [--json]
     mxflow filter learn --spam|--ham PATH... [--config NODE.toml | --model FILE] [--unlearn]
 
-PATH is a message file, a folder of them, or a Maildir (its cur/ and new/). Without a
-resolver the DNS-based checks are skipped, and the output says so.
+PATH is a message file, a folder of them, or a Maildir (its cur/ and new/); `learn` also
+takes mbox files. Without a resolver the DNS-based checks are skipped, and the output says
+so. Learning a message already learnt as that class, or unlearning one never learnt, leaves
+the model's counts as they are (`bayes.Trainer` keeps a ledger beside the model).
 """
 
 from __future__ import annotations
@@ -195,6 +197,36 @@ def run_check(args: argparse.Namespace) -> int:
     return asyncio.run(_check(args))
 
 
+def learn_messages(paths: list[str]) -> Iterator[bytes]:
+    """Every message under `paths` for learning: message files, folders, Maildirs (cur/ and
+    new/) and mbox files (a file that starts with a `From ` line), each with CRLF line ends."""
+    for path in message_files(paths):
+        if _is_mbox(path):
+            yield from _mbox_messages(path)
+        else:
+            yield read_message(path)
+
+
+def _is_mbox(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(5) == b"From "
+    except OSError:
+        return False  # read_message says why
+
+
+def _mbox_messages(path: Path) -> Iterator[bytes]:
+    import mailbox
+
+    box = mailbox.mbox(path, create=False)
+    try:
+        for key in box.iterkeys():
+            raw = box.get_bytes(key)
+            yield raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    finally:
+        box.close()
+
+
 def run_learn(args: argparse.Namespace) -> int:
     from mxflow.checks.bayes import Trainer
 
@@ -205,19 +237,18 @@ def run_learn(args: argparse.Namespace) -> int:
         trainer = node_trainer(load_config(args.config))
     else:
         trainer = Trainer(Path(args.model))
-    count = 0
-    model = None
-    for path in message_files(args.paths):
-        raw = read_message(path)
-        with _model_errors(trainer.path):
-            model = trainer.train(raw, args.spam, unlearn=args.unlearn)
-        count += 1
-    if model is None:
+    messages = list(learn_messages(args.paths))
+    if not messages:
         raise MxflowError("no message files found")
+    with _model_errors(trainer.path):
+        model, outcomes = trainer.train_many(messages, args.spam, unlearn=args.unlearn)
     verb = "unlearnt" if args.unlearn else "learnt"
     kind = "spam" if args.spam else "ham"
+    done = outcomes["unlearnt"] if args.unlearn else outcomes["learnt"] + outcomes["relearnt"]
+    notes = [f"{n} {what}" for what, n in sorted(outcomes.items()) if what != verb and n]
+    note = f" ({', '.join(notes)})" if notes else ""
     print(
-        f"{verb} {count} message(s) as {kind}; {trainer.path}: "
+        f"{verb} {done} message(s) as {kind}{note}; {trainer.path}: "
         f"{model.nham} ham, {model.nspam} spam, {len(model.counts)} tokens"
     )
     return 0

@@ -26,6 +26,7 @@ CHECK_NAMES = (
     "headers",
     "uribl",
     "bayes",
+    "content",
     "attachments",
     "clamav",
 )
