@@ -231,3 +231,27 @@ async def test_two_nodes_share_one_store_and_a_message_is_one_trace(tmp_path: Pa
     trace = show(gw_cfg.trace_db, "<hops.1@fabrikam.test>")
     assert trace is not None and [h.node for h in trace.hops] == ["gateway", "host"]
     assert trace.hops[0].events[-1].to_ip == host_ip
+
+
+def _open_and_record(path: str) -> None:
+    store = TraceStore(path, node="worker")
+    store.record("Q1", "received")
+    store.close()
+
+
+def test_workers_opening_a_new_trace_at_once_all_succeed(tmp_path: Path) -> None:
+    """`serve` with `workers = 2` once lost a worker to "database is locked": the workers
+    create the trace's schema at the same moment, and the WAL switch does not wait."""
+    import multiprocessing
+
+    for round_ in range(5):
+        path = str(tmp_path / f"trace{round_}.sqlite")
+        workers = [
+            multiprocessing.get_context("fork").Process(target=_open_and_record, args=(path,))
+            for _ in range(4)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        assert [w.exitcode for w in workers] == [0, 0, 0, 0]

@@ -213,10 +213,28 @@ def storable(row: _Row) -> _Row:
     )
 
 
-def open_db(path: Path) -> sqlite3.Connection:
-    """A connection with the schema (and the columns newer versions added) in place."""
+def open_db(path: Path, *, attempts: int = 100) -> sqlite3.Connection:
+    """A connection with the schema (and the columns newer versions added) in place.
+
+    The workers of one node (and the lab's nodes) open the same file at the same moment;
+    switching to WAL and creating the schema need the write lock, and SQLite answers
+    "database is locked" at once for the journal-mode switch rather than waiting, so the
+    open is tried again for a few seconds before it fails.
+    """
+    for attempt in range(attempts):
+        try:
+            return _open_db(path)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _open_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     with db:
         db.executescript(_SCHEMA)
