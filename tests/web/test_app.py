@@ -196,3 +196,30 @@ async def test_dns_health_through_the_nodes_resolver(tmp_path: Path) -> None:
     assert page.status_code == 200
     assert "contoso.com" in page.text and "problems" in page.text
     assert "ipv4" in page.text and 'class="pill bad">error' in page.text
+
+
+def test_block_sender_makes_the_filter_reject_its_mail(tmp_path: Path) -> None:
+    """The quarantine's "block sender" is enforced, not only listed: the address goes to
+    the node's block file, which the sender-list check reads."""
+    import asyncio
+
+    from mxflow.checks.lists import SenderListCheck
+    from mxflow.checks.node import node_policy
+    from mxflow.mail import Action, Phase
+
+    config = _config(tmp_path)
+    _accounts(config).add_user("admin", PASSWORD, "admin", [])
+    qid = _quarantine(config, "bob@contoso.com")
+    with TestClient(create_app(config)) as client:
+        _login(client, "admin")
+        item = client.get(f"/quarantine/{qid}")
+        done = client.post(f"/quarantine/{qid}/block-sender", data={"csrf": _csrf(item.text)})
+        assert done.status_code == 200 and "x@spam.test" in done.text
+    policy = node_policy(config)
+    assert policy.block_file is not None and "x@spam.test" in policy.block_file.read_text()
+    check = SenderListCheck(policy)
+    ctx = MessageContext(client_ip="127.9.9.9", mail_from="x@spam.test", rcpt_tos=["b@c.com"])
+    assert asyncio.run(check.check(ctx)).action is Action.REJECT
+    other = MessageContext(client_ip="127.9.9.9", mail_from="y@ham.test", rcpt_tos=["b@c.com"])
+    assert asyncio.run(SenderListCheck(policy).check(other)).action is None
+    assert check.phase is Phase.ENVELOPE

@@ -10,8 +10,11 @@ Allow-listing bypasses spam scoring (SCL -1) but never malware scanning.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import dataclass, field
 from email.utils import getaddresses
+from pathlib import Path
 
 from mxflow import mime
 from mxflow.checks.verdict import ALLOWED, BLOCKED
@@ -63,6 +66,56 @@ class IpListCheck:
         return result
 
 
+class BlockFile:
+    """The run-time block list (`[filter] block_file`): addresses or `@domain`s, one a line.
+
+    Read again at most once a second and only when the file changed, so the UI's "block
+    sender" takes effect within a second without a reload, and a check costs no I/O.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: tuple[str, ...] = ()
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+
+    def current(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        if self.path is None or now - self._checked < 1.0:
+            return self.entries
+        self._checked = now
+        try:
+            st = self.path.stat()
+        except OSError:
+            self.entries, self._stamp = (), None
+            return self.entries
+        if (st.st_mtime_ns, st.st_size) != self._stamp:
+            self._stamp = (st.st_mtime_ns, st.st_size)
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            self.entries = tuple(
+                line.strip().lower()
+                for line in text.splitlines()
+                if line.strip() and not line.startswith("#")
+            )
+        return self.entries
+
+
+def add_blocked_sender(path: Path, sender: str) -> None:
+    """Append `sender` to the block file (atomically: a reader never sees half a line)."""
+    sender = sender.strip().lower()
+    if not sender or any(c in sender for c in "\r\n\x00"):
+        raise ValueError(f"not an address to block: {sender!r}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = ["# blocked senders (mxflow web: block sender); one address or @domain a line"]
+    if sender not in lines:
+        lines.append(sender)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 @dataclass
 class SenderListCheck:
     """Allow / block by envelope sender and (at DATA) the From header address."""
@@ -70,6 +123,10 @@ class SenderListCheck:
     policy: FilterPolicy
     phase: Phase = Phase.ENVELOPE
     name: str = "sender_lists"
+    block_file: BlockFile = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.block_file = BlockFile(self.policy.block_file)
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
@@ -78,8 +135,9 @@ class SenderListCheck:
             senders = [addr for _, addr in getaddresses(from_values) if addr]
         else:
             senders = [ctx.mail_from] if ctx.mail_from else []
+        blocked = (*self.policy.block_senders, *self.block_file.current())
         for sender in senders:
-            entry = sender_matches(sender, self.policy.block_senders)
+            entry = sender_matches(sender, blocked)
             if entry:
                 result.add(BLOCKED, self.policy.score(BLOCKED, 100.0), f"{sender} matches {entry}")
                 result.action = Action.REJECT

@@ -37,6 +37,7 @@ def node_policy(config: NodeConfig) -> FilterPolicy:
         policy,
         quarantine_dir=resolve(policy.quarantine_dir, "quarantine"),
         bayes_model=resolve(policy.bayes_model, "bayes.model.gz"),
+        block_file=resolve(policy.block_file, "blocked_senders.txt"),
     )
 
 

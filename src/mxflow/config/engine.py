@@ -24,7 +24,8 @@ class Limits:
     max_recipients: int = 100
     max_connections_per_ip: int = 50
     max_connections: int = 1000  # the node's inbound connections, all listeners together
-    timeout: float = 300.0  # idle timeout of an SMTP session, seconds
+    timeout: float = 300.0  # idle: the longest wait for a command or data (RFC 5321 4.5.3.2.7)
+    data_timeout: float = 1800.0  # the whole of one message's data, however it trickles in
     max_errors: int = 20  # 4xx/5xx replies before the session is dropped (harvesting)
 
 
@@ -66,6 +67,7 @@ def _limits(top: _Table) -> Limits:
             "max_connections_per_ip", Limits.max_connections_per_ip, minimum=1
         ),
         timeout=lt.duration("timeout", Limits.timeout, positive=True),
+        data_timeout=lt.duration("data_timeout", Limits.data_timeout, positive=True),
         max_errors=lt.integer("max_errors", Limits.max_errors, minimum=1),
     )
     lt.done()

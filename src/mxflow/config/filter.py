@@ -107,6 +107,9 @@ class FilterPolicy:
     archive_max_total: int = 100 * 1024 * 1024
     archive_max_ratio: float = 100.0
     quarantine_dir: Path | None = None
+    # senders blocked at run time (the web UI's "block sender"): one address or domain a
+    # line; read again when it changes; default DATA_DIR/blocked_senders.txt
+    block_file: Path | None = None
     retention_spam_days: int = 15
     retention_malware_days: int = 30
 
@@ -200,7 +203,7 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
             except ValueError:
                 raise ConfigError(file, where, text, "an IP address or CIDR range") from None
         return tuple(networks)
-    if key in ("bayes_model", "quarantine_dir"):
+    if key in ("bayes_model", "quarantine_dir", "block_file"):
         if not isinstance(value, str) or not value:
             raise ConfigError(file, where, value, "a path")
         return Path(value)

@@ -95,13 +95,17 @@ class InputBuffer:
     follow the end of data, and lets STARTTLS discard plaintext sent ahead of the handshake.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, *, spill: Spill | None = None) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, *, spill: Spill | None = None, idle: float = 300.0
+    ) -> None:
         self.reader = reader
         self.buf = bytearray()
         self.spill = spill
+        self.idle = idle  # the longest wait for the next bytes (RFC 5321 4.5.3.2)
 
     async def _fill(self) -> None:
-        chunk = await self.reader.read(READ_CHUNK)
+        async with asyncio.timeout(self.idle):
+            chunk = await self.reader.read(READ_CHUNK)
         if not chunk:
             raise Closed
         self.buf += chunk

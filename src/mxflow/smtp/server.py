@@ -210,7 +210,7 @@ class SmtpServer:
                 proto = SmtpProtocol(self.features, self.screen, session, self.authenticator)
                 self._sessions[task] = proto
                 inbound = self.open_inbound(session)
-                inp = InputBuffer(reader, spill=self._spill)
+                inp = InputBuffer(reader, spill=self._spill, idle=self.limits.timeout)
                 reason = await self._converse(proto, inbound, inp, writer)
         except (Exception, asyncio.CancelledError) as exc:
             reason, last_words = self._ending(exc)
@@ -379,7 +379,7 @@ class SmtpServer:
             return proto.finish(refusal)
         self._emit(out, ["354 End data with <CR><LF>.<CR><LF>"])
         await flush(True)
-        async with asyncio.timeout(self.limits.timeout):
+        async with asyncio.timeout(self.limits.data_timeout):  # each read: the idle timeout
             data, too_big = await inp.read_data(self.limits.max_message_size)
         problem = _framing_problem(data, too_big, self.limits.max_message_size)
         if problem is not None:
@@ -401,7 +401,7 @@ class SmtpServer:
             chunks.clear()  # a new transaction (RSET may have ended the last one)
         chunks.too_big |= len(chunks.data) + step.chunk_size > max_size
         keep = step.refusal is None and not chunks.too_big
-        async with asyncio.timeout(self.limits.timeout):
+        async with asyncio.timeout(self.limits.data_timeout):  # each read: the idle timeout
             data = await inp.read_exact(step.chunk_size, keep=keep)
         if step.refusal is not None:
             chunks.clear()

@@ -16,6 +16,8 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mxflow.checks.lists import add_blocked_sender
+from mxflow.checks.node import node_policy
 from mxflow.store.quarantine import QuarantineEntry, QuarantineError, release_into_spool
 from mxflow.web import auth
 from mxflow.web.accounts import Session
@@ -117,6 +119,11 @@ async def _act(state: Any, session: Session, entry: QuarantineEntry, action: str
     if action == "delete":
         await asyncio.to_thread(store.delete, entry.id)
         return f"Deleted {entry.id}."
-    sender = entry.mail_from or "<>"
+    sender = entry.mail_from
+    if not sender:
+        return "The null sender (a bounce) cannot be blocked."
     await asyncio.to_thread(state.accounts.block_sender, sender, user.name)
-    return f"Blocked sender {sender}."
+    block_file = node_policy(state.config).block_file
+    assert block_file is not None
+    await asyncio.to_thread(add_blocked_sender, block_file, sender)
+    return f"Blocked sender {sender}: the filter rejects its mail from now on."
