@@ -12,22 +12,24 @@ a resolver the DNS-based checks are skipped and `DNS_CHECKS_SKIPPED` says so.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import dns.asyncresolver
 
 from mxflow import mime
+from mxflow.auth.policy import AuthPolicy
+from mxflow.checks.attachments import AttachmentCheck
 from mxflow.checks.base import Check
 from mxflow.checks.bayes import BayesCheck, load_model
 from mxflow.checks.clamav import ClamavCheck
 from mxflow.checks.classifier import BayesModel
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
+from mxflow.checks.content import ContentCheck
 from mxflow.checks.headers import HeaderCheck
 from mxflow.checks.lists import IpListCheck, SenderListCheck
+from mxflow.checks.sender_auth import SenderAuthCheck
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
 from mxflow.config.filter import DNS_CHECKS, ClamdAddress, FilterPolicy, parse_filter_section
@@ -41,18 +43,42 @@ _ORDER = (Phase.CONNECT, Phase.ENVELOPE, Phase.DATA)
 BIG = 256 * 1024
 
 
-def _sender_auth_check(
-    resolver: dns.asyncresolver.Resolver, auth_policy: Any, authserv_id: str
-) -> Any:
-    """The auth developer's SPF/DKIM/DMARC/ARC check, when that module exists."""
-    try:
-        module = importlib.import_module("mxflow.checks.sender_auth")
-        policy_module = importlib.import_module("mxflow.auth.policy")
-    except ImportError:
-        return None
-    if auth_policy is None:
-        auth_policy = policy_module.AuthPolicy(authserv_id=authserv_id)
-    return module.SenderAuthCheck(auth_policy, resolver)
+def _dns_checks(
+    policy: FilterPolicy, resolver: dns.asyncresolver.Resolver | None
+) -> tuple[list[Check], list[str]]:
+    """The checks that ask DNS, and the names of those skipped for want of a resolver."""
+    if resolver is None:
+        return [], [c for c in DNS_CHECKS if policy.enabled(c)]
+    built: list[Check] = []
+    if policy.enabled("dnsbl") and policy.dnsbl_zones:
+        built.append(DnsblCheck(policy, resolver))
+    if policy.enabled("fcrdns"):
+        built.append(FcrdnsCheck(policy, resolver))
+    if policy.enabled("uribl") and policy.uribl_zones:
+        built.append(UriblCheck(policy, resolver))
+    return built, []
+
+
+def _content_checks(
+    policy: FilterPolicy, model: BayesModel | None, clamd: str | None
+) -> list[Check]:
+    """Headers, the classifier, the content rules, attachments and ClamAV, as enabled."""
+    built: list[Check] = []
+    if policy.enabled("headers"):
+        built.append(HeaderCheck(policy))
+    if policy.enabled("bayes"):
+        if model is not None:
+            built.append(BayesCheck(policy, model))
+        else:
+            built.append(BayesCheck(policy, load_model(policy.bayes_model), policy.bayes_model))
+    if policy.enabled("content"):
+        built.append(ContentCheck(policy))
+    if policy.enabled("attachments"):
+        built.append(AttachmentCheck(policy))
+    address = clamd or policy.clamd
+    if address and policy.enabled("clamav"):
+        built.append(ClamavCheck(policy, ClamdAddress(address)))
+    return built
 
 
 @dataclass
@@ -82,7 +108,7 @@ class FilterPipeline:
         *,
         checks: Sequence[Check] | None = None,
         model: BayesModel | None = None,
-        auth_policy: Any = None,
+        auth_policy: AuthPolicy | None = None,
         sender_auth: Check | None = None,
         authserv_id: str = "mxflow",
         quarantine: Quarantine | None = None,
@@ -102,15 +128,8 @@ class FilterPipeline:
                 SenderListCheck(policy),
                 SenderListCheck(policy, phase=Phase.DATA, name="from_lists"),
             ]
-        if resolver is not None:
-            if policy.enabled("dnsbl") and policy.dnsbl_zones:
-                built.append(DnsblCheck(policy, resolver))
-            if policy.enabled("fcrdns"):
-                built.append(FcrdnsCheck(policy, resolver))
-            if policy.enabled("uribl") and policy.uribl_zones:
-                built.append(UriblCheck(policy, resolver))
-        else:
-            self.skipped = [c for c in DNS_CHECKS if policy.enabled(c)]
+        dns_checks, self.skipped = _dns_checks(policy, resolver)
+        built += dns_checks
         if policy.enabled("helo"):
             built.append(HeloCheck(policy))
         if sender_auth is not None:
@@ -119,28 +138,9 @@ class FilterPipeline:
             if resolver is None:
                 self.skipped.append("sender_auth")
             else:
-                auth = _sender_auth_check(resolver, auth_policy, authserv_id)
-                if auth is not None:
-                    built.append(auth)
-        if policy.enabled("headers"):
-            built.append(HeaderCheck(policy))
-        if policy.enabled("bayes"):
-            if model is not None:
-                built.append(BayesCheck(policy, model))
-            else:
-                built.append(BayesCheck(policy, load_model(policy.bayes_model), policy.bayes_model))
-        if policy.enabled("content"):
-            from mxflow.checks.content import ContentCheck
-
-            built.append(ContentCheck(policy))
-        if policy.enabled("attachments"):
-            from mxflow.checks.attachments import AttachmentCheck
-
-            built.append(AttachmentCheck(policy))
-        address = clamd or policy.clamd
-        if address and policy.enabled("clamav"):
-            built.append(ClamavCheck(policy, ClamdAddress(address)))
-        self.checks = built
+                auth = auth_policy or AuthPolicy(authserv_id=authserv_id)
+                built.append(SenderAuthCheck(auth, resolver))
+        self.checks = built + _content_checks(policy, model, clamd)
 
     def connection_closed(self, session: MessageContext | str) -> None:
         """Tell the rate limiter a session has ended (pass the context given at CONNECT)."""
