@@ -44,3 +44,38 @@ async def test_a_message_that_cannot_be_sent_is_held_and_the_queue_moves(tmp_pat
             events = [e.event for e in gw.trace.by_queue_id(poison.queue_id)]
             assert "held" in events
             assert poison.queue_id in gw.spool.ids()  # kept, for the administrator
+
+
+async def test_an_attempt_that_raises_closes_its_connection() -> None:
+    """Attack 6: each failing attempt once leaked its connection, until the next hop
+    answered "too many connections" for everyone."""
+    import asyncio
+
+    import pytest
+
+    from mxflow.smtp.client import ConnectionPool, Endpoint, send
+    from tests.conftest import unique_loopback
+
+    closed = asyncio.Event()
+
+    async def next_hop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hop ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            writer.write(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+        closed.set()
+        writer.close()
+
+    address = unique_loopback()
+    server = await asyncio.start_server(next_hop, address, 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ConnectionPool(local_hostname="gw.test", source_address=None, connect_timeout=2)
+    try:
+        with pytest.raises(UnicodeEncodeError):
+            await send(
+                pool, Endpoint(address, port, tls="none"), "a@b.test", ["b\udcff@c.test"], b"x"
+            )
+        await asyncio.wait_for(closed.wait(), 5)  # the next hop saw the connection end
+    finally:
+        pool.close()
+        server.close()

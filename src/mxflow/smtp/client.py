@@ -594,6 +594,11 @@ async def send(
                 if reused:
                     continue  # an idle session the server had dropped: once more, fresh
                 return {r: Reply(0, f"4.4.2 {exc}", remote) for r in rcpts}
+            except BaseException:
+                # anything else (a message we cannot encode, a bug, cancellation): the
+                # connection is closed, never leaked, and the caller hears of it
+                session.close(polite=False)
+                raise
             pool.put_idle(session)
             return result
     return {r: Reply(0, "4.4.2 no session", remote) for r in rcpts}
