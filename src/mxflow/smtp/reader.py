@@ -103,9 +103,14 @@ class InputBuffer:
         self.spill = spill
         self.idle = idle  # the longest wait for the next bytes (RFC 5321 4.5.3.2)
 
-    async def _fill(self) -> None:
-        async with asyncio.timeout(self.idle):
+    async def _fill(self, *, idle: bool = False) -> None:
+        """Read what has arrived; with `idle`, waiting at most `self.idle` for it (DATA and
+        BDAT: a command line's wait is bounded by the caller, once per line)."""
+        if not idle:
             chunk = await self.reader.read(READ_CHUNK)
+        else:
+            async with asyncio.timeout(self.idle):
+                chunk = await self.reader.read(READ_CHUNK)
         if not chunk:
             raise Closed
         self.buf += chunk
@@ -141,7 +146,7 @@ class InputBuffer:
         remaining = size
         while remaining:
             if not self.buf:
-                await self._fill()
+                await self._fill(idle=True)
             take = min(remaining, len(self.buf))
             if keep:
                 parts.append(bytes(self.buf[:take]))
@@ -172,7 +177,7 @@ class InputBuffer:
                 elif parked.wanted(len(self.buf)):
                     await parked.park(self.buf, keep=4)  # a split end marker stays here
                 pos = max(0, len(self.buf) - 4)
-                await self._fill()
+                await self._fill(idle=True)
             data = b"" if too_big else (await parked.take() + bytes(self.buf[: i + 2]))[2:]
         finally:
             parked.drop()
