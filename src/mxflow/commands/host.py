@@ -55,6 +55,13 @@ def register(sub: Subparsers) -> None:
     exp.add_argument("file", metavar="FILE")
     exp.add_argument("--domain", help="only this domain")
     exp.set_defaults(handler=run_export)
+    learn = hsub.add_parser(
+        "learn-folders",
+        parents=[common],
+        help="train the filter on what users moved into or out of Junk (the node does this"
+        " every [host] learn_interval)",
+    )
+    learn.set_defaults(handler=run_learn_folders)
     r = hsub.add_parser("rule", help="mail flow rules")
     rsub = r.add_subparsers(dest="rule_command", metavar="SUBCOMMAND", required=True)
     test = rsub.add_parser(
@@ -425,4 +432,19 @@ def run_rule_test(args: argparse.Namespace) -> int:
         print("  no [[mail_flow_rules]] in the config")
     scl = "unchanged" if decision.scl is None else str(decision.scl)
     print(f"result: SCL {scl}; {len(decision.matched)} rule(s) matched")
+    return 0
+
+
+def run_learn_folders(args: argparse.Namespace) -> int:
+    from mxflow.delivery.feedback import learn_for_node
+
+    config = load_config(args.config, data_dir=args.data_dir)
+    if config.filter is None:
+        print("mxflow: this node has no [filter]: nothing to train", file=sys.stderr)
+        return 2
+    found = learn_for_node(config)
+    print(
+        f"learnt {found.ham} ham (moved out of Junk), {found.spam} spam (moved into Junk)"
+        f" from {found.seen} new message file(s)"
+    )
     return 0

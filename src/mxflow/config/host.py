@@ -106,6 +106,7 @@ class HostConfig:
 
     lock_down: bool = False  # mail for accepted domains only through an inbound connector
     reject_direct_send: bool = True  # MAIL FROM an accepted domain, no connector: refused
+    learn_interval: float = 600.0  # Junk-folder moves teach the filter this often; 0: never
     private_ranges: tuple[IPNetwork, ...] = DEFAULT_PRIVATE_RANGES
     enhanced_filtering: dict[str, EnhancedFiltering] = field(default_factory=dict)
     scl_bypass: frozenset[str] = frozenset()
@@ -402,6 +403,7 @@ def _host_config(top: _Table) -> HostConfig:
     ht = top.table("host") or _Table(top.file, "host", {})
     lock_down = ht.flag("lock_down", False)
     reject_direct_send = ht.flag("reject_direct_send", True)
+    learn_interval = ht.duration("learn_interval", 600.0)
     ht.done()
     et = top.table("enhanced_filtering") or _Table(top.file, "enhanced_filtering", {})
     private = DEFAULT_PRIVATE_RANGES
@@ -425,6 +427,7 @@ def _host_config(top: _Table) -> HostConfig:
     return HostConfig(
         lock_down=lock_down,
         reject_direct_send=reject_direct_send,
+        learn_interval=learn_interval,
         private_ranges=private,
         enhanced_filtering=ef,
         scl_bypass=frozenset(bypass),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from mxflow import metrics
 from mxflow.config import Listener, NodeConfig, load_config
+from mxflow.delivery.feedback import learn_for_node
 from mxflow.errors import ConfigError
 from mxflow.intake.base import Filter, QuarantineSink
 from mxflow.intake.pipeline import Intake
@@ -89,6 +90,7 @@ class Node:
         self.wiring = parts.wiring
         self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
+        self._learning: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -138,6 +140,18 @@ class Node:
         """The bound port of each listener (useful with port = 0)."""
         return [s.port for s in self.servers]
 
+    async def _learn_from_folders(self) -> None:
+        """A host: every `learn_interval`, what users moved in or out of Junk trains the
+        filter (delivery/feedback.py)."""
+        while True:
+            await asyncio.sleep(self.config.host.learn_interval)
+            try:
+                found = await asyncio.to_thread(learn_for_node, self.config)
+                if found.ham or found.spam:
+                    log.info("folder feedback: learnt %d ham, %d spam", found.ham, found.spam)
+            except Exception as exc:
+                log.error("folder feedback failed: %s", exc)
+
     async def _expire_quarantine(self) -> None:
         """Delete quarantined messages past their retention: at start, then every hour."""
         expire = getattr(self.quarantine, "expire", None)
@@ -165,6 +179,9 @@ class Node:
         await self.scheduler.start()
         if self.quarantine is not None and self.worker == 0:
             self._expiry = asyncio.create_task(self._expire_quarantine())
+        learns = self.config.role == "host" and self.config.filter is not None
+        if learns and self.config.host.learn_interval > 0 and self.worker == 0:
+            self._learning = asyncio.create_task(self._learn_from_folders())
         for server in self.servers:
             await server.start()
         self.metrics_server = await metrics.start(self)  # /metrics, /healthz (issue 14)
@@ -188,9 +205,10 @@ class Node:
         )
         await asyncio.gather(*(s.stop(grace) for s in self.servers))
         await metrics.stop(getattr(self, "metrics_server", None))
-        if self._expiry is not None:
-            self._expiry.cancel()
-            await asyncio.gather(self._expiry, return_exceptions=True)
+        for task in (self._expiry, self._learning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.scheduler.stop(grace)
         self.pool.close()
         self.spool.close()
