@@ -13,7 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "mxflow"
 
 LAYERS: list[set[str]] = [
-    {"mail", "errors", "data", "metrics", "logjson"},
+    {"mail", "errors", "data", "metrics", "logjson", "durable"},
     {"mime"},
     {"dns"},
     {"auth"},

@@ -22,6 +22,7 @@ import socket
 import time
 from pathlib import Path
 
+from mxflow.durable import fsync_dir
 from mxflow.smtp.client import Reply
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]")
@@ -64,14 +65,6 @@ def _ensure(box: Path, target: Path) -> None:
         (target / "maildirfolder").touch(exist_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def deliver_one(
     root: Path,
     rcpt: str,
@@ -97,7 +90,7 @@ def deliver_one(
             os.fsync(f.fileno())
     os.rename(tmp, target / "new" / name)
     if fsync:
-        _fsync_dir(target / "new")
+        fsync_dir(target / "new")
     return name
 
 

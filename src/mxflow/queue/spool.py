@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mxflow.durable import fsync_dir
 from mxflow.errors import MxflowError
 
 MAGIC = b"MXSPOOL 1\n"
@@ -150,14 +151,6 @@ def _size(entry: os.DirEntry[str]) -> int:
         return entry.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -407,7 +400,7 @@ class Spool:
                 if errors:
                     raise errors[0]
             if self.fsync and (new_names or not all(exists for *_, exists in items)):
-                _fsync_dir(self.queue)  # only new names need it: handed-out ones are durable
+                fsync_dir(self.queue)  # only new names need it: handed-out ones are durable
         except BaseException:
             for queue_id, *_ in items:  # none of them is acknowledged: remove them all
                 with contextlib.suppress(OSError):

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mxflow.durable import fsync_dir
+
 GENESIS = "0" * 64
 
 SCHEMA = """
@@ -80,14 +82,6 @@ def entry_hash(
     """The chained hash of one entry (the previous hash is part of what is hashed)."""
     data = json.dumps([prev, seq, repr(ts), mail_from, list(rcpt_tos), body_sha256])
     return hashlib.sha256(data.encode()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _row_entry(row: tuple[object, ...]) -> ArchiveEntry:
@@ -161,7 +155,7 @@ class Archive:
                 if self.fsync:
                     os.fsync(f.fileno())
             if self.fsync:
-                _fsync_dir(self.messages)
+                fsync_dir(self.messages)
             self._db.execute(
                 "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seq, ts, queue_id, client_ip, mail_from, json.dumps(rcpts), sha, len(raw), prev,

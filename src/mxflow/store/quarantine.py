@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mxflow.durable import fsync_dir
 from mxflow.errors import MxflowError
 from mxflow.mail import MessageContext, Verdict, message_id_of, needs_admin_release
 from mxflow.mime import decode_header_value
@@ -143,14 +144,6 @@ def _entry(row: tuple[object, ...]) -> QuarantineEntry:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _header(raw: bytes, name: str) -> str:
     """A header's value from the raw head, unfolded; '' when absent (cheap, no parser)."""
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
@@ -224,7 +217,7 @@ class Quarantine:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.messages)
+        fsync_dir(self.messages)
         symbols = [(s.name, s.score, s.detail) for s in verdict.symbols]
         row = (
             qid,
