@@ -148,14 +148,7 @@ class _Walk:
         result.content_types.append(ctype)
         if depth:
             result.defects.extend(type(d).__name__ for d in part.defects)
-        if part.is_multipart():
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                for child in payload:
-                    if isinstance(child, email.message.Message):
-                        self.walk(child, depth + 1)
-            return
-        if ctype == "message/rfc822":
+        if part.is_multipart() or ctype == "message/rfc822":
             payload = part.get_payload()
             if isinstance(payload, list):
                 for child in payload:

@@ -13,14 +13,11 @@ from __future__ import annotations
 import time
 from email.utils import formatdate, make_msgid
 
+from mxflow.mail import header_section
 from mxflow.queue.spool import Envelope
 from mxflow.smtp.client import Reply
 
-
-def _headers_of(raw: bytes, limit: int = 64 * 1024) -> bytes:
-    end = raw.find(b"\r\n\r\n")
-    head = raw[: end + 2] if end >= 0 else raw[:limit]
-    return head[:limit]
+MAX_ORIGINAL_HEADERS = 64 * 1024  # of the undelivered message's header, in the DSN
 
 
 def build_dsn(
@@ -59,7 +56,7 @@ def build_dsn(
         "",
     ]
     head = "\r\n".join(lines).encode("utf-8") + b"\r\n"
-    original = _headers_of(raw)
+    original = header_section(raw)[:MAX_ORIGINAL_HEADERS]
     tail = f"\r\n--{boundary}--\r\n".encode()
     return head + original + tail
 
