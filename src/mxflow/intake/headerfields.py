@@ -69,13 +69,14 @@ def rewrite_headers(
 ) -> bytes:
     """`raw` without every field named in `remove` or starting with one of
     `remove_prefixes` (case-insensitive, folded lines too), with `prepend` added on top.
-    One pass over the header section; the body is untouched."""
+    One pass over the header section; the body is untouched, and when nothing is removed
+    or added `raw` itself is returned (no copy of the message on the hot path)."""
     end = raw.find(b"\r\n\r\n")
     head, body = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
     drop = {n.strip().lower().encode() for n in remove}
     prefixes = tuple(p.strip().lower().encode() for p in remove_prefixes)
     kept: list[bytes] = []
-    skipping = False
+    skipping = dropped = False
     for line in head.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t"):
             if not skipping:
@@ -83,9 +84,12 @@ def rewrite_headers(
             continue
         name = line.split(b":", 1)[0].strip().lower()
         skipping = name in drop or (bool(prefixes) and name.startswith(prefixes))
+        dropped |= skipping
         if not skipping:
             kept.append(line)
     added = b"".join(f"{n}: {_one_line(v)}\r\n".encode("utf-8", "replace") for n, v in prepend)
+    if not dropped and not added:
+        return raw
     return added + b"".join(kept) + body
 
 

@@ -46,6 +46,7 @@ class StoreStage:
             tx.reply = "550 5.7.1 Message refused by policy"
             return
         qid = await self.quarantine.quarantine(tx.ctx, tx.verdict)
+        facts = tx.trace_facts()
         for rcpt in tx.rcpt_tos:
             self.trace.record(
                 tx.queue_id,
@@ -54,7 +55,7 @@ class StoreStage:
                 recipient=rcpt,
                 status=STATUS_QUARANTINED,
                 detail=f"quarantine id {qid}: {tx.verdict.reason}",
-                **tx.trace_facts(),
+                **facts,
             )
         tx.reply = f"250 2.0.0 Ok: quarantined as {qid}"
 
@@ -86,6 +87,7 @@ class StoreStage:
             tx.reply = "451 4.3.0 Local error: could not store message, try again later"
             return
         tx.stored = True
+        facts = tx.trace_facts()
         for rcpt in tx.rcpt_tos:
             self.trace.record(
                 tx.queue_id,
@@ -95,7 +97,7 @@ class StoreStage:
                 status=STATUS_PENDING,
                 detail=f"from {s.peer_ip} helo={s.helo} sender=<{tx.mail_from}>"
                 f" size={len(tx.raw)}" + "".join(f"; {note}" for note in tx.notes),
-                **tx.trace_facts(),
+                **facts,
             )
         tx.reply = f"250 2.0.0 Ok: queued as {tx.queue_id}"
         if self.on_queued is not None:
