@@ -60,3 +60,13 @@ async def test_moves_in_and_out_of_junk_train_the_filter(tmp_path: Path) -> None
     again = learn_for_node(cfg)
     assert (again.ham, again.spam, again.seen) == (0, 0, 0)
     assert len(list((junk / "cur").iterdir())) == 1  # learning moves nothing
+
+
+async def test_a_damaged_feedback_list_means_judging_again(tmp_path: Path) -> None:
+    gateway = unique_loopback()
+    policy = {"checks": ["headers"], "quarantine_score": 50, "reject_score": 60}
+    cfg = host_config(tmp_path / "host", gateway, filter=policy)
+    (cfg.data_dir / "maildir").mkdir(parents=True)
+    for damaged in (b"\x00\xff not json", b'{"a": 1}', b"[1, 2"):
+        (cfg.data_dir / "folder-feedback.json").write_bytes(damaged)
+        assert learn_for_node(cfg).seen == 0  # nothing to judge, and no traceback

@@ -64,9 +64,19 @@ def _judge(path: Path, in_junk: bool) -> bool | None:
     return None
 
 
+def _judged(state_file: Path) -> set[str]:
+    """The files judged by earlier passes; an unreadable list (truncated, hand-edited,
+    not JSON) counts as none, so the next pass judges again: learning is idempotent."""
+    try:
+        data = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, ValueError):
+        return set()
+    return {x for x in data if isinstance(x, str)} if isinstance(data, list) else set()
+
+
 def learn_from_folders(maildirs: Path, trainer: Trainer, state_file: Path) -> Feedback:
     """One pass over every mailbox under `maildirs`: train on what users moved."""
-    seen: set[str] = set(json.loads(state_file.read_text())) if state_file.exists() else set()
+    seen = _judged(state_file)
     ham: list[bytes] = []
     spam: list[bytes] = []
     result = Feedback()
