@@ -20,6 +20,7 @@ from mxflow.checks.pipeline import FilterPipeline
 from mxflow.config import NodeConfig
 from mxflow.config.filter import FilterPolicy
 from mxflow.store.quarantine import Quarantine, QuarantineEntry
+from mxflow.store.sql import Database
 from mxflow.store.trace import TraceStore
 
 
@@ -67,8 +68,11 @@ def node_trainer(config: NodeConfig) -> Trainer:
     return Trainer(policy.bayes_model)
 
 
-def node_quarantine(config: NodeConfig, trace: TraceStore | None = None) -> Quarantine:
-    """The node's quarantine; with a TraceStore, release/delete/expire are traced."""
+def node_quarantine(
+    config: NodeConfig, trace: TraceStore | None = None, database: Database | None = None
+) -> Quarantine:
+    """The node's quarantine (in the shared `database` when given); with a TraceStore,
+    release/delete/expire are traced."""
     policy = node_policy(config)
     assert policy.quarantine_dir is not None
 
@@ -91,4 +95,5 @@ def node_quarantine(config: NodeConfig, trace: TraceStore | None = None) -> Quar
         retention_spam_days=policy.retention_spam_days,
         retention_malware_days=policy.retention_malware_days,
         on_event=on_event,
+        database=database,
     )

@@ -6,6 +6,11 @@
     mxflow quarantine ... delete ID
     mxflow quarantine ... expire
 
+With `--config`, the node's quarantine: its folder, or, when its `[store] url` is
+PostgreSQL, the quarantine every node of the deployment shares (any node lists, shows,
+releases and deletes what any node held; a release is done once even if two nodes
+release the same message at the same moment).
+
 Release re-injects the message to its original recipients WITHOUT filtering it again: with
 `--config`, straight into the node's spool (`Spool.inject`, which the running node picks up
 within a second, or at its next start); with `--via HOST:PORT`, by SMTP to a listener of a
@@ -66,14 +71,18 @@ class _Node:
 
         self.config: Any = None
         self.trace: Any = None
+        self.database: Any = None
         if args.config:
             from mxflow.checks.node import node_quarantine
             from mxflow.config import load_config
+            from mxflow.roles.build import open_shared_database
             from mxflow.store.trace import TraceStore
 
             self.config = load_config(args.config)
-            self.trace = TraceStore(self.config.trace_db, node=self.config.name)
-            self.quarantine = node_quarantine(self.config, self.trace)
+            # a PostgreSQL [store] url: the quarantine every node shares, from any node
+            self.database = open_shared_database(self.config)
+            self.trace = TraceStore(self.database or self.config.trace_db, node=self.config.name)
+            self.quarantine = node_quarantine(self.config, self.trace, self.database)
         else:
             if not Path(args.dir).is_dir():  # a typo must not create an empty quarantine
                 raise MxflowError(f"--dir {args.dir}: no such quarantine folder")
@@ -82,6 +91,9 @@ class _Node:
     def close(self) -> None:
         if self.trace is not None:
             self.trace.close()
+        self.quarantine.close()
+        if self.database is not None:
+            self.database.close()
 
 
 def _with_node(args: argparse.Namespace, work: Any) -> int:

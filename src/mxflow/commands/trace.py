@@ -6,7 +6,8 @@ its `[store] url`), one row per recipient, and one message's hops.
         [--message-id ID] [--limit N] [--json]
     mxflow trace ... show ID [--json]
 
-The store is found as `mxflow serve` finds it: the config's `[store] url` or `trace_db`,
+The store is found as `mxflow serve` finds it: the config's `[store] url` (a PostgreSQL
+database holds every node's events, so any node's config finds them all) or `trace_db`,
 relative to `--data-dir` when given; with only `--data-dir`, its `trace.sqlite`. Times are
 ISO 8601 in UTC ("2026-12-04T13:00") or relative ("2h" ago). `--json` prints JSON Lines:
 one object per recipient row (`show`: one per row, then one per hop event).
@@ -15,12 +16,18 @@ one object per recipient row (`show`: one per row, then one per hop event).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mxflow.commands import Subparsers
 from mxflow.errors import MxflowError
+
+if TYPE_CHECKING:
+    from mxflow.store.sql import Database
 
 
 def register(sub: Subparsers) -> None:
@@ -49,19 +56,31 @@ def register(sub: Subparsers) -> None:
     show.set_defaults(handler=run_show)
 
 
-def store_path(args: argparse.Namespace) -> Path:
-    """The trace database named by --config and/or --data-dir (it must exist)."""
+@contextlib.contextmanager
+def trace_source(args: argparse.Namespace) -> Iterator[Path | Database]:
+    """The trace named by --config and/or --data-dir: the shared PostgreSQL database of
+    the config's `[store] url` (every node's events), else the SQLite file (it must
+    exist)."""
     if args.config:
         from mxflow.config import load_config
+        from mxflow.roles.build import open_shared_database
 
-        path = load_config(args.config, data_dir=args.data_dir).trace_db
+        config = load_config(args.config, data_dir=args.data_dir)
+        database = open_shared_database(config)
+        if database is not None:
+            try:
+                yield database
+            finally:
+                database.close()
+            return
+        path = config.trace_db
     elif args.data_dir:
         path = Path(args.data_dir) / "trace.sqlite"
     else:
         raise MxflowError("trace needs --config NODE.toml and/or --data-dir DIR")
     if not path.is_file():  # a typo must not create an empty trace
         raise MxflowError(f"{path}: no trace store here (has the node run?)")
-    return path
+    yield path
 
 
 def _when(ts: float) -> str:
@@ -92,7 +111,8 @@ def run_search(args: argparse.Namespace) -> int:
         message_id=args.message_id,
         limit=max(1, args.limit),
     )
-    rows = search(store_path(args), query)
+    with trace_source(args) as source:
+        rows = search(source, query)
     for row in rows:
         if args.json:
             print(json.dumps(row.to_json()))
@@ -110,7 +130,8 @@ def run_search(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from mxflow.store.trace_query import show
 
-    trace = show(store_path(args), args.id)
+    with trace_source(args) as source:
+        trace = show(source, args.id)
     if trace is None:
         raise MxflowError(f"no message {args.id!r} in the trace")
     if args.json:

@@ -97,12 +97,14 @@ def run_digest(args: argparse.Namespace) -> int:
     if config.filter is None:
         raise MxflowError(f"{args.config}: the node has no [filter], so no quarantine")
     from mxflow.checks.node import node_quarantine
+    from mxflow.roles.build import open_shared_database
 
-    trace = TraceStore(config.trace_db, node=config.name)
+    database = open_shared_database(config)  # PostgreSQL: the quarantine nodes share
+    trace = TraceStore(database or config.trace_db, node=config.name)
     spool = Spool(config.spool_dir, fsync=config.server.fsync)
     state = types.SimpleNamespace(
         config=config,
-        quarantine=node_quarantine(config, trace),
+        quarantine=node_quarantine(config, trace, database),
         accounts=_accounts(config),
         spool=spool,
         trace=trace,
@@ -112,6 +114,8 @@ def run_digest(args: argparse.Namespace) -> int:
     finally:
         spool.close()
         trace.close()
+        if database is not None:
+            database.close()
     print(f"{sent} digest(s) queued")
     return 0
 

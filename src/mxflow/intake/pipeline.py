@@ -5,7 +5,9 @@ opens one `Inbound` per connection and asks it three things: may this client tal
 (`connect`), may this envelope send data (`envelope`, before the 354), and what becomes
 of this message (`receive`, after the final dot). Every refusal is traced here, in one
 place, one row per recipient; a stage that fails unexpectedly answers 451 (the client
-keeps the message) rather than dropping the connection.
+keeps the message) rather than dropping the connection. While the trace cannot record
+(`TraceStore.refusal`: its database is down or far behind) new mail is refused with 421
+at connect and 451 at DATA; the store stage asks once more just before its 250.
 """
 
 from __future__ import annotations
@@ -70,7 +72,12 @@ class Inbound:
         return ctx
 
     async def connect(self) -> str | None:
-        """A refusal for the whole connection (554 / 421), or None."""
+        """A refusal for the whole connection (554 / 421), or None.
+
+        While the trace cannot record (its database is down or far behind) the client
+        hears 421 before it sends anything: mail it would send could not be traced."""
+        if (why := self.intake.trace.refusal()) is not None:
+            return reply_line(421, "4.3.0", f"Service temporarily unavailable: {why}")
         filter = self.intake.filter
         if filter is None:
             return None
@@ -82,8 +89,13 @@ class Inbound:
         return None
 
     async def envelope(self) -> str | None:
-        """Before the 354: a queue id for the transaction, and the envelope checks."""
+        """Before the 354: a queue id for the transaction, and the envelope checks (and
+        451 while the trace cannot record, so the client does not send the data in vain)."""
         self.queue_id = self.intake.spool.new_queue_id()
+        if (why := self.intake.trace.refusal()) is not None:
+            busy = reply_line(451, "4.3.0", f"{why}, try again later")
+            self.refuse(busy)
+            return busy
         filter = self.intake.filter
         if filter is None:
             return None

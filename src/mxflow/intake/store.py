@@ -2,7 +2,9 @@
 
 Nothing is acknowledged before it is on disk: the spool fsyncs (group commit) before
 `enqueue` returns, the quarantine before `quarantine` returns; only then the 250. A spool
-that cannot write answers 451, so the client keeps the message and tries again.
+that cannot write answers 451, so the client keeps the message and tries again; so do a
+quarantine whose database cannot be reached (`StoreUnavailable`) and a trace that cannot
+record (`TraceStore.refusal`: asked again here, at the last moment before the 250).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 
 from mxflow.intake.base import Disposition, QuarantineSink, Transaction
 from mxflow.queue.spool import Envelope, Spool
+from mxflow.store.sql import StoreUnavailable
 from mxflow.store.trace import STATUS_FAILED, STATUS_PENDING, STATUS_QUARANTINED, TraceStore
 
 log = logging.getLogger("mxflow.intake")
@@ -36,6 +39,9 @@ class StoreStage:
         self.on_queued = on_queued
 
     async def run(self, tx: Transaction) -> None:
+        if (why := self.trace.refusal()) is not None:
+            tx.reply = f"451 4.3.0 Local error: {why}, try again later"
+            return
         if tx.disposition is Disposition.QUARANTINE:
             await self._quarantine(tx)
         else:
@@ -45,7 +51,12 @@ class StoreStage:
         if self.quarantine is None or tx.verdict is None:
             tx.reply = "550 5.7.1 Message refused by policy"
             return
-        qid = await self.quarantine.quarantine(tx.ctx, tx.verdict)
+        try:
+            qid = await self.quarantine.quarantine(tx.ctx, tx.verdict)
+        except StoreUnavailable as exc:
+            log.warning("quarantine unavailable id=%s: %s", tx.queue_id, exc)
+            tx.reply = "451 4.3.0 Local error: quarantine unavailable, try again later"
+            return
         facts = tx.trace_facts()
         for rcpt in tx.rcpt_tos:
             self.trace.record(

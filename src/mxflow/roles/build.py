@@ -45,8 +45,10 @@ def _filter_and_quarantine(
     config: NodeConfig,
     resolver: dns.asyncresolver.Resolver | None,
     trace: TraceStore,
+    database: Database | None = None,
 ) -> tuple[Filter | None, QuarantineSink | None]:
-    """The node's filter and quarantine from `[filter]` (none without one).
+    """The node's filter and quarantine from `[filter]` (none without one); the quarantine
+    is in the shared `database` when there is one.
 
     The checks are imported only then, so a node without a filter never loads them.
     """
@@ -54,7 +56,7 @@ def _filter_and_quarantine(
         return None, None
     from mxflow.checks.node import node_pipeline, node_quarantine
 
-    quarantine = node_quarantine(config, trace)
+    quarantine = node_quarantine(config, trace, database)
     return node_pipeline(config, resolver, quarantine), quarantine
 
 
@@ -93,7 +95,9 @@ def build_wiring(
 ) -> Wiring:
     """The part of a node a reload replaces: filter, quarantine, intake stages, screen, TLS."""
     if filter is None:
-        filter, built = _filter_and_quarantine(config, shared.resolver, shared.trace)
+        filter, built = _filter_and_quarantine(
+            config, shared.resolver, shared.trace, shared.database
+        )
         quarantine = quarantine or built
     auth = config.auth
     authserv_id = auth.authserv_id if auth else config.hostname
@@ -129,7 +133,7 @@ def build_wiring(
     return Wiring(config, screen, intake, filter, quarantine)
 
 
-def _shared_database(config: NodeConfig) -> Database | None:
+def open_shared_database(config: NodeConfig) -> Database | None:
     """The deployment's PostgreSQL database, at the schema this mxflow knows (else an error
     naming `mxflow store migrate`), or None when the node keeps its state in SQLite files."""
     if config.shared_database is None:
@@ -155,7 +159,7 @@ def build_node(
     """A node for `config`'s role; `filter` / `quarantine` replace the configured ones."""
     ensure_certificates(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    database = _shared_database(config)
+    database = open_shared_database(config)
     if resolver is None and config.dns_resolver:
         resolver = resolver_from_endpoint(config.dns_resolver)
     spool = Spool(
@@ -165,7 +169,7 @@ def build_node(
         fsync=config.server.fsync,
         preallocate=16,  # small refills: a burst of creates stalls a lone sender
     )
-    trace = TraceStore(config.trace_db, node=config.name)
+    trace = TraceStore(database or config.trace_db, node=config.name)
     pool = ConnectionPool(
         local_hostname=config.hostname,
         source_address=config.delivery.source_address,
@@ -193,5 +197,7 @@ def build_node(
         )
         for listener in config.listeners
     ]
-    parts = NodeParts(config, spool, trace, pool, scheduler, servers, wiring, worker, workers)
+    parts = NodeParts(
+        config, spool, trace, pool, scheduler, servers, wiring, worker, workers, database
+    )
     return Node(parts, rewire=lambda new: build_wiring(new, shared))

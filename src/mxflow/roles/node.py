@@ -28,6 +28,7 @@ from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.protocol import Screen
 from mxflow.smtp.server import SmtpServer
 from mxflow.smtp.tls import generate_self_signed
+from mxflow.store.sql import Database
 from mxflow.store.trace import TraceStore
 
 log = logging.getLogger("mxflow.node")
@@ -71,6 +72,7 @@ class NodeParts:
     wiring: Wiring
     worker: int = 0
     workers: int = 1
+    database: Database | None = None  # the PostgreSQL database nodes share: closed at stop
 
 
 class Node:
@@ -84,6 +86,7 @@ class Node:
         self.workers = parts.workers
         self.spool = parts.spool
         self.trace = parts.trace
+        self.database = parts.database
         self.pool = parts.pool
         self.scheduler = parts.scheduler
         self.servers = parts.servers
@@ -212,7 +215,9 @@ class Node:
         await self.scheduler.stop(grace)
         self.pool.close()
         self.spool.close()
-        self.trace.close()
+        await asyncio.to_thread(self.trace.close)  # writes the backlog: may wait on the database
+        if self.database is not None:
+            await self.database.aclose()
         self._stopped.set()
 
     async def __aenter__(self) -> Node:

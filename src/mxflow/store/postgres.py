@@ -3,7 +3,10 @@
 Several nodes share one database: a sync pool serves the threads (trace writer, CLI, web)
 and an async pool serves the event loop, so a node's SMTP sessions wait on the database
 without tying up threads. Both open lazily, so a command that never touches the database
-never connects. Pools are per process (a node's workers each have their own).
+never connects. Pools are per process (a node's workers each have their own). A pooled
+connection is checked (one empty round trip) before it is handed out, so after the server
+restarts the first transaction gets a fresh connection instead of a dead one: a node
+recovers by itself when the database returns.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -29,6 +32,10 @@ from mxflow.store.sql import (
 )
 
 POOL_SIZE = 8  # connections per process and pool; PostgreSQL's default limit is 100
+# A pool's reconnection attempt backs off (1 s, 2 s, 4 s…) until it gives up; after that
+# the next request starts a fresh one. psycopg's default (300 s) lets the backoff reach
+# minutes, so a node would notice a returned database late; 10 s keeps it within seconds.
+RECONNECT_TIMEOUT = 10.0
 
 
 def _redacted(url: str) -> str:
@@ -46,6 +53,11 @@ class _Cursor:
 
     def execute(self, sql: str, args: Args = ()) -> int:
         return self._conn.execute(to_pyformat(sql), tuple(args)).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Args]) -> int:
+        with self._conn.cursor() as cur:
+            cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
+            return cur.rowcount
 
     def query(self, sql: str, args: Args = ()) -> list[Row]:
         return self._conn.execute(to_pyformat(sql), tuple(args)).fetchall()
@@ -80,7 +92,13 @@ class PostgresDatabase(Database):
     def _sync_pool(self) -> psycopg_pool.ConnectionPool:
         if self._pool is None:
             self._pool = psycopg_pool.ConnectionPool(
-                self.url, min_size=1, max_size=self._size, open=True, timeout=CONNECT_TIMEOUT
+                self.url,
+                min_size=1,
+                max_size=self._size,
+                open=True,
+                timeout=CONNECT_TIMEOUT,
+                reconnect_timeout=RECONNECT_TIMEOUT,
+                check=psycopg_pool.ConnectionPool.check_connection,
             )
         return self._pool
 
@@ -88,7 +106,13 @@ class PostgresDatabase(Database):
         loop = asyncio.get_running_loop()
         if self._apool is None or self._aloop is not loop:
             self._apool = psycopg_pool.AsyncConnectionPool(
-                self.url, min_size=1, max_size=self._size, open=False, timeout=CONNECT_TIMEOUT
+                self.url,
+                min_size=1,
+                max_size=self._size,
+                open=False,
+                timeout=CONNECT_TIMEOUT,
+                reconnect_timeout=RECONNECT_TIMEOUT,
+                check=psycopg_pool.AsyncConnectionPool.check_connection,
             )
             self._aloop = loop
             await self._apool.open()

@@ -1,29 +1,36 @@
 """The quarantine: messages held with their verdict, until released, deleted or expired.
 
-Each message is one file (`messages/<id>.eml`, written and fsynced, directory too) and one
-row in a SQLite index (`quarantine.sqlite`) with the envelope, the verdict, its symbols and
-the expiry (spam 15 days, malware 30 by default, as the reference host keeps them).
-`quarantine()` returns only when both are durable, because the SMTP client gets its 250 then.
+A node of its own keeps each message as one file (`messages/<id>.eml`, written and
+fsynced, directory too) and one row in a SQLite index (`quarantine.sqlite`, synchronous
+FULL) with the envelope, the verdict, its symbols and the expiry (spam 15 days, malware 30
+by default, as the reference host keeps them). Nodes that share a PostgreSQL database
+(`[store] url`) keep index and message in one row there, so any of them can list,
+preview, release and delete what another held. `quarantine()` returns only when the
+message is durable, because the SMTP client gets its 250 then; a database that cannot
+take it raises `StoreUnavailable`, which the SMTP side answers with 4xx.
+
+Every change of state is one conditional statement (`UPDATE … WHERE state = 'held'
+RETURNING`, `DELETE … RETURNING`), so two nodes acting on one message at once act once:
+one release re-injects it, one expiry traces it.
 
 Release re-injects the message to its original recipients through a callable the caller
 supplies (the engine's spool, or SMTP to the node's listener), marked so it is not filtered
 again; it is then recorded through the `on_event` callback (the message trace) and, when a
-trainer is given, learnt as ham — a released message was a false positive. SQLite work runs
-in a worker thread so the event loop never waits on the disk.
+trainer is given, learnt as ham — a released message was a false positive. Database and
+file work runs in a worker thread (or on the async pool) so the event loop never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,43 +38,27 @@ from mxflow.durable import fsync_dir
 from mxflow.errors import MxflowError
 from mxflow.mail import MessageContext, Verdict, message_id_of, needs_admin_release
 from mxflow.mime import decode_header_value
+from mxflow.store.quarantine_schema import ensure_schema
+from mxflow.store.sql import Database, SqliteDatabase, StoreError
 
 Reinject = Callable[[str, list[str], bytes], Awaitable[str]]
 EventHook = Callable[["QuarantineEntry", str, str], None]  # (entry, event, detail)
 Learn = Callable[[bytes, bool], object]  # (raw, is_spam)
 HELD = "held"
+RELEASING = "releasing"  # claimed by one node's release, being re-injected
 RELEASED = "released"
 DELETED = "deleted"
 DAY = 86_400.0
 RELEASED_HEADER = "X-Mxflow-Released"
+CLAIM_TIMEOUT = 900.0  # a release claim this old is taken over (its node died mid-release)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    id TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    expires REAL NOT NULL,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    queue_id TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    client_ip TEXT NOT NULL,
-    mail_from TEXT NOT NULL,
-    rcpt_tos TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    score REAL NOT NULL,
-    scl INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    symbols TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    released_ts REAL,
-    released_queue_id TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS quarantine_state ON quarantine(state, ts);
-"""
 _COLUMNS = (
     "id, ts, expires, kind, state, queue_id, message_id, client_ip, mail_from, rcpt_tos, "
-    "subject, score, scl, reason, symbols, size, released_ts, released_queue_id"
+    "subject, score, scl, reason, symbols, size, released_ts, released_queue_id, released_rcpts"
 )
+_INSERT = f"INSERT INTO quarantine ({_COLUMNS}) VALUES ({','.join('?' * 19)})"
+_INSERT_SHARED = f"INSERT INTO quarantine ({_COLUMNS}, raw) VALUES ({','.join('?' * 20)})"
+_Row = tuple[object, ...]
 
 
 class QuarantineError(MxflowError):
@@ -94,6 +85,7 @@ class QuarantineEntry:
     size: int
     released_ts: float | None = None
     released_queue_id: str = ""
+    released_rcpts: list[str] = field(default_factory=list)  # released one by one
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -121,6 +113,7 @@ def _entry(row: tuple[object, ...]) -> QuarantineEntry:
     (
         qid, ts, expires, kind, state, queue_id, message_id, client_ip, mail_from, rcpt_tos,
         subject, score, scl, reason, symbols, size, released_ts, released_queue_id,
+        released_rcpts,
     ) = row  # fmt: skip
     return QuarantineEntry(
         id=str(qid),
@@ -141,6 +134,7 @@ def _entry(row: tuple[object, ...]) -> QuarantineEntry:
         size=int(size),  # type: ignore[call-overload]
         released_ts=None if released_ts is None else float(released_ts),  # type: ignore[arg-type]
         released_queue_id=str(released_queue_id),
+        released_rcpts=[str(r) for r in json.loads(str(released_rcpts or "[]"))],
     )
 
 
@@ -162,7 +156,12 @@ def _header(raw: bytes, name: str) -> str:
 
 
 class Quarantine:
-    """Quarantined messages under `directory`; the `QuarantineSink` the server calls."""
+    """Quarantined messages; the `QuarantineSink` the server calls.
+
+    Without `database`, the node's own: a SQLite index and one file per message under
+    `directory`. With `database` (the PostgreSQL every node of a deployment shares), index
+    and message bodies are rows there and `directory` is not used. The caller closes a
+    database it passed; `close()` closes the SQLite index this opened."""
 
     def __init__(
         self,
@@ -171,29 +170,32 @@ class Quarantine:
         retention_spam_days: int = 15,
         retention_malware_days: int = 30,
         on_event: EventHook | None = None,
+        database: Database | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.messages = self.directory / "messages"
-        self.db_path = self.directory / "quarantine.sqlite"
         self.retention = {
             "spam": retention_spam_days * DAY,
             "malware": retention_malware_days * DAY,
         }
         self.on_event = on_event
+        self.shared = database is not None  # bodies in the database, not in files
+        if database is not None:
+            self.db = database
+            self._owns = False
+            return
+        self._owns = True
         try:
             self.messages.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
-            db.close()
-        except (OSError, sqlite3.Error) as exc:
+            self.db = SqliteDatabase(self.directory / "quarantine.sqlite", synchronous="FULL")
+            ensure_schema(self.db)
+        except (OSError, StoreError, sqlite3.Error) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise MxflowError(f"{self.directory}: cannot open the quarantine ({reason})") from None
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+    def close(self) -> None:
+        if self._owns:
+            self.db.close()
 
     def path_of(self, qid: str) -> Path:
         if not qid.isalnum():
@@ -203,23 +205,42 @@ class Quarantine:
     # ------------------------------------------------------------------ storing
 
     async def quarantine(self, ctx: MessageContext, verdict: Verdict) -> str:
-        """Store the message with its verdict, durably; returns the quarantine id."""
-        return await asyncio.to_thread(self.store, ctx, verdict)
+        """Store the message with its verdict, durably; returns the quarantine id.
+
+        On PostgreSQL one INSERT on the event loop's async pool (no thread); with files,
+        the fsyncs run in a worker thread. `StoreUnavailable` when the database cannot
+        take it: the SMTP side answers 4xx."""
+        if not self.shared:
+            return await asyncio.to_thread(self.store, ctx, verdict)
+        row, detail = self._row(ctx, verdict, time.time())
+        await self.db.aexecute(_INSERT_SHARED, (*row, ctx.raw))
+        self._event(_entry(row), "quarantined", detail)
+        return str(row[0])
 
     def store(self, ctx: MessageContext, verdict: Verdict, *, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+        row, detail = self._row(ctx, verdict, time.time() if now is None else now)
+        qid = str(row[0])
+        if self.shared:
+            self.db.execute(_INSERT_SHARED, (*row, ctx.raw))
+        else:
+            path = self.path_of(qid)
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                f.write(ctx.raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(self.messages)
+            self.db.execute(_INSERT, row)
+        self._event(_entry(row), "quarantined", detail)
+        return qid
+
+    def _row(self, ctx: MessageContext, verdict: Verdict, now: float) -> tuple[_Row, str]:
+        """The index row for a new message (in `_COLUMNS` order), and the event's detail."""
         kind = "malware" if any(needs_admin_release(s) for s in verdict.symbols) else "spam"
         qid = f"{int(now * 1000):x}{secrets.token_hex(4)}"
-        path = self.path_of(qid)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(ctx.raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.messages)
         symbols = [(s.name, s.score, s.detail) for s in verdict.symbols]
-        row = (
+        row: _Row = (
             qid,
             now,
             now + self.retention[kind],
@@ -238,13 +259,9 @@ class Quarantine:
             len(ctx.raw),
             None,
             "",
+            "[]",
         )
-        with self._connect() as db:
-            db.execute(f"INSERT INTO quarantine ({_COLUMNS}) VALUES ({','.join('?' * 18)})", row)
-        db.close()
-        entry = _entry(row)
-        self._event(entry, "quarantined", f"{kind}: {verdict.reason}")
-        return qid
+        return row, f"{kind}: {verdict.reason}"
 
     def _event(self, entry: QuarantineEntry, event: str, detail: str) -> None:
         if self.on_event is not None:
@@ -264,33 +281,38 @@ class Quarantine:
         sql = f"SELECT {_COLUMNS} FROM quarantine"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self._connect() as db:
-            rows = db.execute(sql + " ORDER BY ts DESC, id DESC", args).fetchall()
-        db.close()
-        return [_entry(r) for r in rows]
+        return [_entry(r) for r in self.db.query(sql + " ORDER BY ts DESC, id DESC", args)]
 
     def get(self, qid: str) -> QuarantineEntry:
-        with self._connect() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM quarantine WHERE id = ?", (qid,)).fetchone()
-        db.close()
-        if row is None:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM quarantine WHERE id = ?", (qid,))
+        if not rows:
             raise QuarantineError(f"no quarantined message {qid!r}")
-        return _entry(row)
+        return _entry(rows[0])
 
     def show(self, qid: str) -> tuple[QuarantineEntry, bytes]:
         """The entry and the message as stored."""
+        if self.shared:
+            rows = self.db.query(f"SELECT {_COLUMNS}, raw FROM quarantine WHERE id = ?", (qid,))
+            if not rows:
+                raise QuarantineError(f"no quarantined message {qid!r}")
+            return _entry(rows[0][:-1]), bytes(rows[0][-1])
         entry = self.get(qid)
+        return entry, self._file(entry)
+
+    def _file(self, entry: QuarantineEntry) -> bytes:
         try:
-            raw = self.path_of(qid).read_bytes()
+            return self.path_of(entry.id).read_bytes()
         except FileNotFoundError:
-            raise QuarantineError(f"message {qid} is {entry.state}; its file is gone") from None
-        return entry, raw
+            raise QuarantineError(
+                f"message {entry.id} is {entry.state}; its file is gone"
+            ) from None
 
     def verify_release(self, raw: bytes) -> str | None:
         """The quarantine id when `raw` is a message this quarantine is releasing.
 
-        The release stamp is trusted only if the id is held or was released here and the
-        bytes after the stamp are exactly the stored message, so a sender cannot forge it.
+        The release stamp is trusted only if the id is held, being released or was
+        released here and the bytes after the stamp are exactly the stored message, so a
+        sender cannot forge it.
         """
         marker = f"\r\n{RELEASED_HEADER}: ".encode()
         at = (b"\r\n" + raw).find(marker)
@@ -305,7 +327,7 @@ class Quarantine:
             entry, stored = self.show(qid)
         except QuarantineError:
             return None
-        if entry.state not in (HELD, RELEASED) or raw[end + 2 :] != stored:
+        if entry.state not in (HELD, RELEASING, RELEASED) or raw[end + 2 :] != stored:
             return None
         return qid
 
@@ -322,56 +344,158 @@ class Quarantine:
         """Re-inject a held message to its original recipients; returns the new queue id.
 
         The message gets an `X-Mxflow-Released` header so the receiving node can skip
-        filtering it again. Malware is released only with `allow_malware`.
+        filtering it again. Malware is released only with `allow_malware`. Exactly once,
+        even when two nodes release it at the same moment: the first to move it from held
+        to releasing (one conditional UPDATE) re-injects it, the other is told it is not
+        held. Recipients a digest link already released are not sent it again.
         """
-        entry, raw = await asyncio.to_thread(self.show, qid)
-        if entry.state != HELD:
-            raise QuarantineError(f"message {qid} is {entry.state}, not held")
+        entry = await asyncio.to_thread(self.get, qid)
         if entry.kind == "malware" and not allow_malware:
             raise QuarantineError(f"message {qid} is malware; releasing it needs --allow-malware")
+        entry, raw = await asyncio.to_thread(self._claim, qid)
+        done = {r.lower() for r in entry.released_rcpts}
+        rcpts = [r for r in entry.rcpt_tos if r.lower() not in done]
         stamp = f"{RELEASED_HEADER}: {qid}\r\n".encode()
-        queue_id = await reinject(entry.mail_from, entry.rcpt_tos, stamp + raw)
-        now = time.time()
-
-        def mark() -> None:
-            with self._connect() as db:
-                db.execute(
-                    "UPDATE quarantine SET state = ?, released_ts = ?, released_queue_id = ?"
-                    " WHERE id = ?",
-                    (RELEASED, now, queue_id, qid),
-                )
-            db.close()
-
-        await asyncio.to_thread(mark)
-        self._event(entry, "released", f"re-injected as {queue_id} to {', '.join(entry.rcpt_tos)}")
+        try:
+            queue_id = await reinject(entry.mail_from, rcpts, stamp + raw)
+        except BaseException:
+            await asyncio.to_thread(self._unclaim, qid)
+            raise
+        await asyncio.to_thread(self._released, qid, queue_id, entry.rcpt_tos)
+        self._event(entry, "released", f"re-injected as {queue_id} to {', '.join(rcpts)}")
         if learn is not None and entry.kind == "spam":
             await asyncio.to_thread(learn, raw, False)
         return queue_id
 
+    def _claim(self, qid: str) -> tuple[QuarantineEntry, bytes]:
+        """held → releasing, atomically (or a claim older than CLAIM_TIMEOUT, whose node
+        died mid-release); QuarantineError when another release got there first."""
+        now = time.time()
+        body = ", raw" if self.shared else ""
+        rows = self.db.query(
+            f"UPDATE quarantine SET state = ?, released_ts = ? WHERE id = ? AND (state = ?"
+            f" OR (state = ? AND released_ts < ?)) RETURNING {_COLUMNS}{body}",
+            (RELEASING, now, qid, HELD, RELEASING, now - CLAIM_TIMEOUT),
+        )
+        if not rows:
+            entry = self.get(qid)
+            raise QuarantineError(f"message {qid} is {entry.state}, not held")
+        if self.shared:
+            return _entry(rows[0][:-1]), bytes(rows[0][-1])
+        entry = _entry(rows[0])
+        try:
+            return entry, self._file(entry)
+        except QuarantineError:
+            self._unclaim(qid)
+            raise
+
+    def _unclaim(self, qid: str) -> None:
+        """The re-injection failed: the message is held again, for a later try."""
+        self.db.execute(
+            "UPDATE quarantine SET state = ?, released_ts = NULL WHERE id = ? AND state = ?",
+            (HELD, qid, RELEASING),
+        )
+
+    def _released(self, qid: str, queue_id: str, rcpts: builtins.list[str]) -> None:
+        self.db.execute(
+            "UPDATE quarantine SET state = ?, released_ts = ?, released_queue_id = ?,"
+            " released_rcpts = ? WHERE id = ?",
+            (RELEASED, time.time(), queue_id, json.dumps(rcpts), qid),
+        )
+
     def delete(self, qid: str) -> None:
-        entry = self.get(qid)
-        self._remove(qid)
+        """Delete a message for good (once: a second delete, from any node, is an error)."""
+        rows = self.db.query(f"DELETE FROM quarantine WHERE id = ? RETURNING {_COLUMNS}", (qid,))
+        if not rows:
+            raise QuarantineError(f"no quarantined message {qid!r}")
+        entry = _entry(rows[0])
+        self._unlink(entry.id)
         self._event(entry, "deleted", "")
 
-    def _remove(self, qid: str) -> None:
-        self.path_of(qid).unlink(missing_ok=True)
-        with self._connect() as db:
-            db.execute("DELETE FROM quarantine WHERE id = ?", (qid,))
-        db.close()
+    def _unlink(self, qid: str) -> None:
+        if not self.shared:
+            self.path_of(qid).unlink(missing_ok=True)
 
     def expire(self, *, now: float | None = None) -> builtins.list[str]:
-        """Delete every message past its retention (and released ones past theirs)."""
+        """Delete every message past its retention (and released ones past theirs).
+
+        One `DELETE … RETURNING`: when several nodes expire at once, each message is
+        removed — and traced as expired — by exactly one of them. A message being
+        released right now is left for the next round."""
         now = time.time() if now is None else now
-        with self._connect() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM quarantine WHERE expires <= ?", (now,)
-            ).fetchall()
-        db.close()
-        expired = [_entry(r) for r in rows]
+        rows = self.db.query(
+            f"DELETE FROM quarantine WHERE expires <= ? AND state <> ? RETURNING {_COLUMNS}",
+            (now, RELEASING),
+        )
+        expired = sorted((_entry(r) for r in rows), key=lambda e: e.ts)
         for entry in expired:
-            self._remove(entry.id)
+            self._unlink(entry.id)
             self._event(entry, "expired", f"after {entry.kind} retention")
         return [e.id for e in expired]
+
+    # --------------------------------------------------- release to one recipient
+
+    def claim_recipient(self, qid: str, rcpt: str) -> tuple[QuarantineEntry, bytes, str]:
+        """Add `rcpt` to the recipients released one by one, atomically (compare-and-set
+        on the list, so two links clicked at once each release their own recipient once);
+        the last one moves the message to releasing. Returns the entry, the message and
+        the recipient as addressed."""
+        for _ in range(20):
+            entry, raw = self.show(qid)
+            wanted = _check_recipient(entry, rcpt)
+            done = [*entry.released_rcpts, wanted]
+            finished = len({r.lower() for r in done}) >= len({r.lower() for r in entry.rcpt_tos})
+            changed = self.db.execute(
+                "UPDATE quarantine SET released_rcpts = ?, state = ?, released_ts = ?"
+                " WHERE id = ? AND state = ? AND released_rcpts = ?",
+                (
+                    json.dumps(done),
+                    RELEASING if finished else HELD,
+                    time.time(),
+                    qid,
+                    HELD,
+                    json.dumps(entry.released_rcpts),
+                ),
+            )
+            if changed == 1:
+                return entry, raw, wanted
+        raise QuarantineError(f"message {qid} is busy; try again")
+
+    def unclaim_recipient(self, qid: str, rcpt: str) -> None:
+        """The re-injection to `rcpt` failed: it is held for that recipient again."""
+        for _ in range(20):
+            entry = self.get(qid)
+            left = [r for r in entry.released_rcpts if r.lower() != rcpt.lower()]
+            changed = self.db.execute(
+                "UPDATE quarantine SET released_rcpts = ?, state = ? WHERE id = ?"
+                " AND released_rcpts = ? AND state IN (?, ?)",
+                (json.dumps(left), HELD, qid, json.dumps(entry.released_rcpts), HELD, RELEASING),
+            )
+            if changed == 1 or entry.state not in (HELD, RELEASING):
+                return
+
+    def recipient_released(self, qid: str, queue_id: str) -> None:
+        self.db.execute(
+            "UPDATE quarantine SET released_ts = ?, released_queue_id = ?,"
+            " state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ?",
+            (time.time(), queue_id, RELEASING, RELEASED, qid),
+        )
+
+
+def _check_recipient(entry: QuarantineEntry, rcpt: str) -> str:
+    """`rcpt` as the message addresses it, if a digest link may release it to them."""
+    if entry.state != HELD:
+        raise QuarantineError(f"message {entry.id} is {entry.state}, not held")
+    if entry.kind == "malware":
+        raise QuarantineError(
+            f"message {entry.id} is malware: only an administrator may release it"
+        )
+    wanted = next((r for r in entry.rcpt_tos if r.lower() == rcpt.lower()), None)
+    if wanted is None:
+        raise QuarantineError(f"message {entry.id} was not addressed to {rcpt}")
+    if wanted.lower() in (r.lower() for r in entry.released_rcpts):
+        raise QuarantineError(f"message {entry.id} was already released to {rcpt}")
+    return wanted
 
 
 def unstamped(raw: bytes) -> bytes:
@@ -426,26 +550,12 @@ async def release_into_spool(
     return await quarantine.release(qid, reinject, learn=learn, allow_malware=allow_malware)
 
 
-# ------------------------------------------------------- release to one recipient
-
-
-def _released_column(db: sqlite3.Connection) -> None:
-    """Add `released_rcpts` (JSON list) to a quarantine made before digests existed."""
-    have = {r[1] for r in db.execute("PRAGMA table_info(quarantine)")}
-    if "released_rcpts" not in have:
-        with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-            db.execute(
-                "ALTER TABLE quarantine ADD COLUMN released_rcpts TEXT NOT NULL DEFAULT '[]'"
-            )
-
-
 def released_recipients(quarantine: Quarantine, qid: str) -> builtins.list[str]:
     """The recipients a held message was already released to, one by one."""
-    with quarantine._connect() as db:
-        _released_column(db)
-        row = db.execute("SELECT released_rcpts FROM quarantine WHERE id = ?", (qid,)).fetchone()
-    db.close()
-    return [] if row is None else [str(r) for r in json.loads(row[0])]
+    try:
+        return quarantine.get(qid).released_rcpts
+    except QuarantineError:
+        return []
 
 
 async def release_recipient(
@@ -454,32 +564,14 @@ async def release_recipient(
     """Release a held spam message to `rcpt` only (the recipient who asked, from a digest
     link); the others keep it held until they ask too. Malware is never released this way:
     that is an administrator's decision. Returns the new queue id."""
-    entry, raw = await asyncio.to_thread(quarantine.show, qid)
-    if entry.state != HELD:
-        raise QuarantineError(f"message {qid} is {entry.state}, not held")
-    if entry.kind == "malware":
-        raise QuarantineError(f"message {qid} is malware: only an administrator may release it")
-    wanted = next((r for r in entry.rcpt_tos if r.lower() == rcpt.lower()), None)
-    done = await asyncio.to_thread(released_recipients, quarantine, qid)
-    if wanted is None:
-        raise QuarantineError(f"message {qid} was not addressed to {rcpt}")
-    if wanted.lower() in (r.lower() for r in done):
-        raise QuarantineError(f"message {qid} was already released to {rcpt}")
+    entry, raw, wanted = await asyncio.to_thread(quarantine.claim_recipient, qid, rcpt)
     stamp = f"{RELEASED_HEADER}: {qid}\r\n".encode()
-    queue_id = await reinject(entry.mail_from, [wanted], stamp + raw)
-    done.append(wanted)
-    finished = len({r.lower() for r in done}) >= len({r.lower() for r in entry.rcpt_tos})
-
-    def mark() -> None:
-        with quarantine._connect() as db:
-            db.execute(
-                "UPDATE quarantine SET released_rcpts = ?, state = ?, released_ts = ?,"
-                " released_queue_id = ? WHERE id = ?",
-                (json.dumps(done), RELEASED if finished else HELD, time.time(), queue_id, qid),
-            )
-        db.close()
-
-    await asyncio.to_thread(mark)
+    try:
+        queue_id = await reinject(entry.mail_from, [wanted], stamp + raw)
+    except BaseException:
+        await asyncio.to_thread(quarantine.unclaim_recipient, qid, wanted)
+        raise
+    await asyncio.to_thread(quarantine.recipient_released, qid, queue_id)
     quarantine._event(entry, "released", f"re-injected as {queue_id} to {wanted} only")
     if learn is not None:
         await asyncio.to_thread(learn, raw, False)

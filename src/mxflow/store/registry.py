@@ -7,10 +7,12 @@ here; the order is the order migrations run in.
 
 from __future__ import annotations
 
+from mxflow.store.quarantine_schema import QUARANTINE
 from mxflow.store.schema import Component, check
 from mxflow.store.sql import Database
+from mxflow.store.trace_schema import TRACE
 
-COMPONENTS: tuple[Component, ...] = ()
+COMPONENTS: tuple[Component, ...] = (TRACE, QUARANTINE)
 
 
 def check_shared(db: Database) -> None:

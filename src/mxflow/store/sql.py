@@ -46,6 +46,10 @@ class Cursor(Protocol):
 
     def execute(self, sql: str, args: Args = ()) -> int: ...
 
+    def executemany(self, sql: str, rows: Sequence[Args]) -> int:
+        """One statement for many rows (psycopg pipelines them: one round trip)."""
+        ...
+
     def query(self, sql: str, args: Args = ()) -> list[Row]: ...
 
 
@@ -131,6 +135,9 @@ class _SqliteCursor:
     def execute(self, sql: str, args: Args = ()) -> int:
         return self._db.execute(sql, tuple(args)).rowcount
 
+    def executemany(self, sql: str, rows: Sequence[Args]) -> int:
+        return self._db.executemany(sql, [tuple(r) for r in rows]).rowcount
+
     def query(self, sql: str, args: Args = ()) -> list[Row]:
         return self._db.execute(sql, tuple(args)).fetchall()
 
@@ -149,12 +156,19 @@ class _SqliteAsyncCursor:
 
 
 class SqliteDatabase(Database):
-    """A SQLite file in WAL mode, one connection per thread; shared by a node's workers."""
+    """A SQLite file in WAL mode, one connection per thread; shared by a node's workers.
+
+    `synchronous` is SQLite's: NORMAL (the default) may lose the last commits to a power
+    cut but never corrupts; FULL syncs every commit, for what a 250 depends on (the
+    quarantine's index)."""
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous={synchronous!r}: NORMAL or FULL")
         self.path = path
+        self.synchronous = synchronous
         self.url = f"sqlite:///{path}"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -164,7 +178,7 @@ class SqliteDatabase(Database):
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = _connect_sqlite(self.path)
+            db = _connect_sqlite(self.path, self.synchronous)
             self._local.db = db
             with self._guard:
                 self._all.append(db)
@@ -186,7 +200,7 @@ class SqliteDatabase(Database):
 
     @contextlib.asynccontextmanager
     async def atransaction(self) -> AsyncIterator[AsyncCursor]:
-        db = await asyncio.to_thread(_connect_sqlite, self.path)
+        db = await asyncio.to_thread(_connect_sqlite, self.path, self.synchronous)
         try:
             await asyncio.to_thread(db.execute, "BEGIN IMMEDIATE")
             try:
@@ -209,7 +223,9 @@ class SqliteDatabase(Database):
         self._local = threading.local()
 
 
-def _connect_sqlite(path: Path, attempts: int = 100) -> sqlite3.Connection:
+def _connect_sqlite(
+    path: Path, synchronous: str = "NORMAL", attempts: int = 100
+) -> sqlite3.Connection:
     """WAL, autocommit (transactions are explicit); retried while another process holds
     the write lock for the journal-mode switch, which SQLite refuses at once."""
     for attempt in range(attempts):
@@ -217,7 +233,7 @@ def _connect_sqlite(path: Path, attempts: int = 100) -> sqlite3.Connection:
             db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
             return db
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or attempt == attempts - 1:

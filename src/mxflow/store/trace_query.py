@@ -15,9 +15,9 @@ import re
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from mxflow.store.trace import TraceEvent, query_events
+from mxflow.store.sql import Database
+from mxflow.store.trace import TraceEvent, TraceSource, query_events, trace_database
 
 _QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9]+)")
 _CHUNK = 400
@@ -180,7 +180,7 @@ def _chunks(values: list[str]) -> Iterable[list[str]]:
         yield values[i : i + _CHUNK]
 
 
-def _expand(path: Path, seeds: list[TraceEvent]) -> list[TraceEvent]:
+def _expand(db: Database, seeds: list[TraceEvent]) -> list[TraceEvent]:
     """Every event of the messages `seeds` belong to (two rounds of joining keys)."""
     seen: dict[tuple[object, ...], TraceEvent] = {}
     events = list(seeds)
@@ -196,10 +196,10 @@ def _expand(path: Path, seeds: list[TraceEvent]) -> list[TraceEvent]:
         message_ids |= new_m
         events = []
         for chunk in _chunks(sorted(new_q)):
-            events += query_events(path, f"queue_id IN ({','.join('?' * len(chunk))})", chunk)
+            events += query_events(db, f"queue_id IN ({','.join('?' * len(chunk))})", chunk)
         forms = [f for m in sorted(new_m) for f in (m, f"<{m}>")]
         for chunk in _chunks(forms):
-            events += query_events(path, f"message_id IN ({','.join('?' * len(chunk))})", chunk)
+            events += query_events(db, f"message_id IN ({','.join('?' * len(chunk))})", chunk)
         for e in events:
             seen[(e.ts, e.node, e.queue_id, e.event, e.recipient, e.detail)] = e
     return sorted(seen.values(), key=lambda e: e.ts)
@@ -234,9 +234,12 @@ class TraceQuery:
 
 
 def search(
-    path: Path, q: TraceQuery, *, domains: Collection[str] | None = None
+    source: TraceSource, q: TraceQuery, *, domains: Collection[str] | None = None
 ) -> list[RecipientRow]:
-    """Recipient rows matching `q`, newest first; `domains` limits them to those domains."""
+    """Recipient rows matching `q`, newest first; `domains` limits them to those domains.
+
+    `source` is the node's trace Database (SQLite or the shared PostgreSQL) or the path of
+    a SQLite trace file."""
     where: list[str] = ["1 = 1"]
     args: list[object] = []
     if q.since is not None:
@@ -250,14 +253,16 @@ def search(
         where.append("message_id IN (?, ?)")
         args += [bare, f"<{bare}>"]
     if q.recipient:
-        where.append("recipient LIKE ?")
-        args.append(f"%{q.recipient}%")
+        where.append("LOWER(recipient) LIKE ?")  # PostgreSQL's LIKE minds case, SQLite's not
+        args.append(f"%{q.recipient.lower()}%")
     if q.sender:
-        where.append("sender LIKE ?")
-        args.append(f"%{q.sender}%")
-    seeds = query_events(path, " AND ".join(where), args, newest=q.limit * 20)
+        where.append("LOWER(sender) LIKE ?")
+        args.append(f"%{q.sender.lower()}%")
+    with trace_database(source) as db:
+        seeds = query_events(db, " AND ".join(where), args, newest=q.limit * 20)
+        expanded = _expand(db, seeds)
     rows: list[RecipientRow] = []
-    for events in group_events(_expand(path, seeds)):
+    for events in group_events(expanded):
         for row in rows_of(events):
             if _matches(row, q) and in_domains(row, domains):
                 rows.append(row)
@@ -278,17 +283,19 @@ def _matches(row: RecipientRow, q: TraceQuery) -> bool:
 
 
 def show(
-    path: Path, trace_id: str, *, domains: Collection[str] | None = None
+    source: TraceSource, trace_id: str, *, domains: Collection[str] | None = None
 ) -> MessageTrace | None:
     """One message by Message-ID (with or without brackets) or queue id; None if unknown
     (or outside `domains`)."""
     bare = bare_message_id(trace_id)
-    seeds = query_events(
-        path, "message_id IN (?, ?) OR queue_id = ?", (bare, f"<{bare}>", trace_id.strip())
-    )
-    if not seeds:
-        return None
-    groups = group_events(_expand(path, seeds))
+    with trace_database(source) as db:
+        seeds = query_events(
+            db, "message_id IN (?, ?) OR queue_id = ?", (bare, f"<{bare}>", trace_id.strip())
+        )
+        if not seeds:
+            return None
+        expanded = _expand(db, seeds)
+    groups = group_events(expanded)
     events = groups[0] if len(groups) == 1 else max(groups, key=len)
     rows = [r for r in rows_of(events) if in_domains(r, domains)]
     if domains is not None and not rows:

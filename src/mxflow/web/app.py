@@ -129,16 +129,19 @@ def create_app(config: NodeConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from mxflow.queue.spool import Spool
+        from mxflow.roles.build import open_shared_database
         from mxflow.store.trace import TraceStore
 
         state = app.state
-        state.trace = TraceStore(config.trace_db, node=config.name)
+        # with a PostgreSQL [store] url: every node's trace and the shared quarantine
+        database = await asyncio.to_thread(open_shared_database, config)
+        state.trace = TraceStore(database or config.trace_db, node=config.name)
         state.spool = Spool(config.spool_dir, fsync=config.server.fsync)
         state.quarantine = None
         if config.filter is not None:
             from mxflow.checks.node import node_quarantine
 
-            state.quarantine = node_quarantine(config, state.trace)
+            state.quarantine = node_quarantine(config, state.trace, database)
         digests = None
         if config.web.digest_interval and state.quarantine is not None:
             digests = asyncio.create_task(_digest_loop(state, config.web.digest_interval))
@@ -149,7 +152,9 @@ def create_app(config: NodeConfig) -> Starlette:
                 digests.cancel()
                 await asyncio.gather(digests, return_exceptions=True)
             state.spool.close()
-            state.trace.close()
+            await asyncio.to_thread(state.trace.close)
+            if database is not None:
+                await database.aclose()
 
     app = Starlette(
         routes=_routes(),

@@ -15,7 +15,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from mxflow.store.trace import read_db
+from mxflow.store.sql import Database
+from mxflow.store.trace import TraceSource, trace_database
 
 VERDICTS = (
     ("accepted", "Accepted", "#2f855a"),
@@ -42,40 +43,58 @@ class Dashboard:
     top_senders: list[tuple[str, int]]
 
 
-def dashboard(trace_db: Path, quarantine: Any, *, hours: int = 24) -> Dashboard:
+def _hour(db: Database) -> str:
+    """The hour an event falls in, counted from the first (a `?`): SQLite's CAST truncates,
+    PostgreSQL's rounds, so there it is FLOOR."""
+    if db.dialect == "sqlite":
+        return "CAST((ts - ?) / 3600 AS INTEGER)"
+    return "CAST(FLOOR((ts - ?) / 3600) AS INTEGER)"
+
+
+def _counts(
+    db: Database, first: float, series: dict[str, list[int]]
+) -> tuple[Counter[str], Counter[str]]:
+    """The trace's part of the board: verdicts per hour into `series`; rejected sources
+    and senders."""
+    sources: Counter[str] = Counter()
+    senders: Counter[str] = Counter()
+    hours = len(next(iter(series.values())))
+    rows = db.query(
+        f"SELECT {_hour(db)}, {_CASE}, COUNT(DISTINCT queue_id)"
+        " FROM events WHERE ts >= ? AND (event IN ('quarantined', 'rejected')"
+        " OR (event = 'received' AND detail NOT LIKE 'DSN for%'"
+        " AND detail NOT LIKE 'released from quarantine%')) GROUP BY 1, 2",
+        (first, first),
+    )
+    for hour, verdict, count in rows:
+        if 0 <= hour < hours and verdict in series:
+            series[verdict][hour] += count
+    for ip, count in db.query(
+        "SELECT from_ip, COUNT(DISTINCT queue_id) FROM events WHERE ts >= ?"
+        " AND event = 'rejected' AND from_ip != '' GROUP BY 1",
+        (first,),
+    ):
+        sources[str(ip)] += int(count)
+    for sender, count in db.query(
+        "SELECT sender, COUNT(DISTINCT queue_id) FROM events WHERE ts >= ?"
+        " AND event = 'received' AND sender != '' GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+        (first,),
+    ):
+        senders[str(sender)] += int(count)
+    return sources, senders
+
+
+def dashboard(trace: TraceSource, quarantine: Any, *, hours: int = 24) -> Dashboard:
+    """The last `hours` of the trace (the node's Database, or a SQLite file if it exists)."""
     now = time.time()
     first = (int(now // 3600) - hours + 1) * 3600
     starts = [float(first + 3600 * i) for i in range(hours)]
     series = {key: [0] * hours for key, _, _ in VERDICTS}
     sources: Counter[str] = Counter()
     senders: Counter[str] = Counter()
-    if trace_db.is_file():
-        db = read_db(trace_db)
-        try:
-            rows = db.execute(
-                f"SELECT CAST((ts - ?) / 3600 AS INTEGER), {_CASE}, COUNT(DISTINCT queue_id)"
-                " FROM events WHERE ts >= ? AND (event IN ('quarantined', 'rejected')"
-                " OR (event = 'received' AND detail NOT LIKE 'DSN for%'"
-                " AND detail NOT LIKE 'released from quarantine%')) GROUP BY 1, 2",
-                (first, first),
-            ).fetchall()
-            for hour, verdict, count in rows:
-                if 0 <= hour < hours and verdict in series:
-                    series[verdict][hour] += count
-            for ip, count in db.execute(
-                "SELECT from_ip, COUNT(DISTINCT queue_id) FROM events WHERE ts >= ?"
-                " AND event = 'rejected' AND from_ip != '' GROUP BY 1",
-                (first,),
-            ):
-                sources[str(ip)] += int(count)
-            for sender, count in db.execute(
-                "SELECT sender, COUNT(DISTINCT queue_id) FROM events WHERE ts >= ?"
-                " AND event = 'received' AND sender != '' GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
-                (first,),
-            ):
-                senders[str(sender)] += int(count)
-        finally:
-            db.close()
+    if isinstance(trace, Database) or Path(trace).is_file():
+        with trace_database(trace) as db:
+            sources, senders = _counts(db, first, series)
     if quarantine is not None:
         for entry in quarantine.list(state=None):
             if entry.ts >= first and entry.client_ip:

@@ -85,7 +85,7 @@ async def home(request: Request) -> Response:
     if not session.user.is_admin:
         return RedirectResponse("/trace", status_code=303)
     state = request.app.state
-    board = await asyncio.to_thread(dashboard, state.config.trace_db, state.quarantine)
+    board = await asyncio.to_thread(dashboard, state.trace.database, state.quarantine)
     depth = await asyncio.to_thread(_queue_depth, state)
     context = {
         "board": board,
@@ -123,9 +123,8 @@ async def trace_search(request: Request) -> Response:
     q, problem = _query(request.query_params)
     rows = []
     if not problem:
-        path = request.app.state.config.trace_db
-        if path.is_file():
-            rows = await asyncio.to_thread(search, path, q, domains=session.user.scope())
+        db = request.app.state.trace.database  # the node's file, or PostgreSQL: every node
+        rows = await asyncio.to_thread(search, db, q, domains=session.user.scope())
     context = {
         "rows": rows,
         "form": dict(request.query_params),
@@ -139,10 +138,10 @@ async def trace_search(request: Request) -> Response:
 async def trace_message(request: Request) -> Response:
     session = auth.require(request)
     trace_id = request.query_params.get("id", "")
-    path = request.app.state.config.trace_db
+    db = request.app.state.trace.database
     found = None
-    if trace_id and path.is_file():
-        found = await asyncio.to_thread(show, path, trace_id, domains=session.user.scope())
+    if trace_id:
+        found = await asyncio.to_thread(show, db, trace_id, domains=session.user.scope())
     if found is None:
         return error_page(request, session, 404, f"No message {trace_id!r} in the trace.")
     return page(request, session, "message.html", {"trace": found, "held_id": _held_id})
