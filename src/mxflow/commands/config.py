@@ -2,7 +2,8 @@
 
 Every error is printed (one line each, naming file and key) and the exit status is 2;
 warnings (allowed but risky settings) go to stderr as `mxflow: warning: ...` and leave the
-exit status 0.
+exit status 0. A PostgreSQL `[store] url` is also tried: a database `serve` would refuse
+(unreachable, or not at this version's schema) is a warning naming what to do.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from mxflow.commands import Subparsers, print_json
-from mxflow.config import config_warnings, load_config
+from mxflow.config import NodeConfig, config_warnings, load_config
 
 
 def register(sub: Subparsers) -> None:
@@ -44,6 +45,7 @@ def run_check(args: argparse.Namespace) -> int:
         for r in config.routes
     )
     warnings = config_warnings(config)
+    store = _shared_store(config, warnings)
     for warning in warnings:
         print(f"mxflow: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -58,6 +60,7 @@ def run_check(args: argparse.Namespace) -> int:
                 "routes": [r.name for r in config.routes],
                 "spool": str(config.spool_dir),
                 "trace": str(config.trace_db),
+                "store": store,
                 "warnings": warnings,
             }
         )
@@ -68,7 +71,31 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"  routes: {routes or 'none'}")
     if config.dns_resolver:
         print(f"  dns resolver: {config.dns_resolver}")
-    print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
+    if store is None:
+        print(f"  spool: {config.spool_dir}  trace: {config.trace_db}")
+    else:
+        print(f"  spool: {config.spool_dir}  shared store (trace, quarantine): {store}")
     for warning in config.host.warnings:
         print(f"  warning: {warning}")
     return 0
+
+
+def _shared_store(config: NodeConfig, warnings: list[str]) -> str | None:
+    """The shared PostgreSQL database (password left out), or None; a database `serve`
+    would refuse (unreachable, or at another schema version) is a warning, since the file
+    itself is valid: the warning says what to run."""
+    url = config.shared_database
+    if url is None:
+        return None
+    from mxflow.store.registry import check_shared
+    from mxflow.store.sql import StoreError, open_database
+
+    database = open_database(url)
+    shown = str(getattr(database, "display", url))
+    try:
+        check_shared(database)
+    except StoreError as exc:
+        warnings.append(f"{config.file}: store.url: {exc}")
+    finally:
+        database.close()
+    return shown

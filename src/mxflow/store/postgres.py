@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -36,6 +37,11 @@ POOL_SIZE = 8  # connections per process and pool; PostgreSQL's default limit is
 # the next request starts a fresh one. psycopg's default (300 s) lets the backoff reach
 # minutes, so a node would notice a returned database late; 10 s keeps it within seconds.
 RECONNECT_TIMEOUT = 10.0
+
+# The pool warns (two lines) at every failed connection attempt: during an outage that is
+# a line a second per pool. The stores say it once per outage, and what failed is in the
+# StoreUnavailable every caller gets, so the pool keeps only its errors.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _redacted(url: str) -> str:

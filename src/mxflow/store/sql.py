@@ -40,6 +40,8 @@ class StoreError(MxflowError):
 class StoreUnavailable(StoreError):
     """The database cannot be reached now (down, pool exhausted, locked): try again later."""
 
+    exit_status = 3  # as `mxflow --help` says of what is missing at run time
+
 
 class Cursor(Protocol):
     """What a transaction offers: statements on one connection, committed together."""
