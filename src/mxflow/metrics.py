@@ -118,9 +118,13 @@ class _NodeState:
             return 0
 
     def accepting(self) -> bool:
+        """Every listener serves, and the trace can record (a node whose trace database is
+        down answers new mail with 4xx: for a load balancer it is not accepting)."""
         servers = getattr(self.node, "servers", [])
         live = [getattr(s, "_server", None) for s in servers]
-        return bool(live) and all(s is not None and s.is_serving() for s in live)
+        serving = bool(live) and all(s is not None and s.is_serving() for s in live)
+        refusal = getattr(self.node.trace, "refusal", None)
+        return serving and (refusal is None or refusal() is None)
 
     def health(self) -> dict[str, Any]:
         trace = self.node.trace.health()

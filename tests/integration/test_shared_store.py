@@ -11,6 +11,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
+from mxflow import metrics
 from mxflow.config import NodeConfig, load_config
 from mxflow.mail import MessageContext, Symbol, Verdict
 from mxflow.roles.build import build_node
@@ -200,6 +201,9 @@ async def test_postgresql_down_4xx_then_recovery(tmp_path: Path) -> None:
                     "4.3.0 Local error: quarantine unavailable, try again later",
                 )
                 await wait_for(lambda: gw.trace.refusal() is not None, within=30)
+                health = metrics.attach(gw).state
+                assert health is not None and not health.accepting()  # /healthz: 503
+                assert health.health()["trace"]["database_down"] is True
                 refused = await asyncio.open_connection(gw.address, gw.port)
                 greeting = await asyncio.wait_for(refused[0].readline(), 10)
                 assert greeting.startswith(
@@ -212,6 +216,7 @@ async def test_postgresql_down_4xx_then_recovery(tmp_path: Path) -> None:
                 await wait_for(lambda: copies(sink_cfg, "<down.2@f.test>") == 1)  # delivery goes on
                 cluster.start()
                 await wait_for(lambda: gw.trace.refusal() is None, within=60)
+                assert health.accepting()
                 await send(gw.address, gw.port, message("four", message_id="<down.4@f.test>"))
                 text = await send(gw.address, gw.port, spam[: -len(b".\r\n")] + b".\r\n")
                 assert "quarantined as" in text

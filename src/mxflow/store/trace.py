@@ -353,6 +353,15 @@ class TraceStore:
             auth_results,
             reply,
         )
+        self._enqueue(row)
+        for observer in self.observers:
+            try:
+                observer(row)
+            except Exception:  # metrics must never break tracing
+                log.exception("trace observer failed")
+
+    def _enqueue(self, row: _Row) -> None:
+        """Append `row` (with its uid) for the writer, unless the backlog is full."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("TraceStore is closed")
@@ -363,11 +372,6 @@ class TraceStore:
                 self._wake.notify()
         if full:
             self._overflow(row)
-        for observer in self.observers:
-            try:
-                observer(row)
-            except Exception:  # metrics must never break tracing
-                log.exception("trace observer failed")
 
     def _overflow(self, row: _Row) -> None:
         """The backlog is full (the database has been down long): count the event as lost,
@@ -392,9 +396,10 @@ class TraceStore:
                 closing = self._closed
             try:
                 written = self._write(batch)
-            except Exception as exc:  # even a bug here must not stop the trace
-                self._failed(0, f"trace writer: {exc!r}")
-                written = False
+            except Exception as exc:  # a bug: the batch is lost, counted, and the trace goes on
+                self._failed(len(batch), f"trace writer: {exc!r}")
+                self._settle(len(batch), reachable=None)
+                continue
             if written:
                 self._settle(len(batch))
                 retry = RETRY_FIRST
@@ -402,7 +407,7 @@ class TraceStore:
             elif closing and time.monotonic() >= self._close_deadline:
                 self._give_up()
             else:
-                self._settle(0)
+                self._settle(0, reachable=False)
                 time.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX)
 
@@ -431,20 +436,25 @@ class TraceStore:
                 self._failed(1, f"trace row for {row[2]!r} {row[4]!r} not stored: {exc}")
         return True
 
-    def _settle(self, written: int) -> None:
-        """After a write: drop what was written from the backlog and note whether the
-        database is reachable (logged once per outage, and when it is back)."""
+    def _settle(self, written: int, *, reachable: bool | None = True) -> None:
+        """After a write: drop what was written (or lost) from the backlog and note whether
+        the database is reachable (logged once per outage, and when it is back); with
+        `reachable=None` nothing is known of it."""
         with self._lock:
             if written:
                 del self._pending[:written]
                 self._seq_written += written
                 self._written.notify_all()
+            if reachable is None:
+                return
+            if reachable:
                 back, self._down_since = self._down_since, None
                 if back is not None:
                     log.warning(
-                        "trace database reachable again after %.1fs; backlog of %d written",
+                        "trace database reachable again after %.1fs; writing the backlog"
+                        " (%d event(s) left), new mail accepted",
                         time.monotonic() - back,
-                        written + len(self._pending),
+                        len(self._pending),
                     )
             elif self._down_since is None:
                 self._down_since = time.monotonic()
