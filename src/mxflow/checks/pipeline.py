@@ -29,7 +29,9 @@ from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLim
 from mxflow.checks.content import ContentCheck
 from mxflow.checks.headers import HeaderCheck
 from mxflow.checks.lists import IpListCheck, SenderListCheck
+from mxflow.checks.rspamd import RspamdCheck
 from mxflow.checks.sender_auth import SenderAuthCheck
+from mxflow.checks.spamd import SpamdCheck
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
 from mxflow.config.filter import DNS_CHECKS, ClamdAddress, FilterPolicy, parse_filter_section
@@ -78,6 +80,16 @@ def _content_checks(
     address = clamd or policy.clamd
     if address and policy.enabled("clamav"):
         built.append(ClamavCheck(policy, ClamdAddress(address)))
+    return built
+
+
+def _scanner_checks(policy: FilterPolicy) -> list[Check]:
+    """The site's own rspamd and spamd, when their tables are set (and the check listed)."""
+    built: list[Check] = []
+    if policy.rspamd is not None and policy.enabled("rspamd"):
+        built.append(RspamdCheck(policy, policy.rspamd))
+    if policy.spamd is not None and policy.enabled("spamd"):
+        built.append(SpamdCheck(policy, policy.spamd))
     return built
 
 
@@ -140,7 +152,7 @@ class FilterPipeline:
             else:
                 auth = auth_policy or AuthPolicy(authserv_id=authserv_id)
                 built.append(SenderAuthCheck(auth, resolver))
-        self.checks = built + _content_checks(policy, model, clamd)
+        self.checks = built + _content_checks(policy, model, clamd) + _scanner_checks(policy)
 
     def connection_closed(self, session: MessageContext | str) -> None:
         """Tell the rate limiter a session has ended (pass the context given at CONNECT)."""
