@@ -13,10 +13,11 @@ the MTA saw; the answer is JSON with `score`, `required_score` (its reject thres
 
 The HTTP client is h11 (HTTP/1.1 framing, header-size limit: a pure-Python library that is
 already installed for uvicorn) over asyncio streams, one connection a message. Not httpx,
-the client a reader would expect: it is a dev dependency only, builds an SSL context for
-every client (milliseconds a message, or a client shared across event loops and reloads),
-and does not set TCP_NODELAY; here the whole exchange runs under one deadline and the body
-read stops at REPLY_LIMIT bytes, whatever the server sends.
+the client a reader would expect: its last release is from 2024 (starlette now warns
+against it), it is a dev dependency here, and it builds an SSL context for every client
+(milliseconds a message, or one client shared across event loops and reloads). Here the
+whole exchange runs under one deadline, TCP_NODELAY is set, and the body read stops at
+REPLY_LIMIT bytes, whatever the server sends.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def request_headers(ctx: MessageContext) -> list[tuple[str, str]]:
         ("User", ctx.authenticated_user or ""),
         *(("Rcpt", rcpt) for rcpt in ctx.rcpt_tos),
     ]
-    return [(name, clean(value, 998)) for name, value in headers if clean(value)]
+    cleaned = [(name, clean(value, 998).strip()) for name, value in headers]
+    return [(name, value) for name, value in cleaned if value]
 
 
 async def ping(url: str, wait: float = 2.0) -> bool:

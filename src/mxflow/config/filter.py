@@ -311,6 +311,8 @@ def _scanner(kind: str, value: object, file: str, where: str) -> ScannerSettings
 
 
 def _scanner_address(kind: str, value: object, file: str, where: str) -> str:
+    """rspamd's `url` or spamd's `address`, checked now so a typo fails `config check`
+    rather than every message at run time."""
     if kind == "rspamd":
         expected = '"http://HOST:PORT" (rspamd\'s scanner, e.g. "http://127.0.0.1:11333")'
         expected += ' or "unix:/path"'
