@@ -11,8 +11,13 @@ import itertools
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mxflow.lab.postgres import Cluster
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -54,3 +59,26 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def loopback() -> str:
     return unique_loopback()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A real PostgreSQL server on a loopback port (Debian's postgresql; fails in CI without)."""
+    from mxflow.lab.postgres import PostgresUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster(fsync=False)
+    except PostgresUnavailable as e:
+        require(False, f"PostgreSQL ({e})")
+        raise
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: Cluster) -> str:
+    """The URL of a new, empty database on the test server: one per test keeps tests apart."""
+    return postgres_cluster.create_database(f"t{_worker_index}_{next(_databases)}")

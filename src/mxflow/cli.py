@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "trace",
     "web",
     "archive",
+    "store",
 )
 
 

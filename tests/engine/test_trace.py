@@ -181,8 +181,12 @@ def test_store_url_config(tmp_path: Path) -> None:
         cfg = node_config("gw", tmp_path / "gw", extra={"store": {"url": url}})
         assert cfg.trace_db == shared and cfg.store_url == url
     assert node_config("gw", tmp_path / "gw").trace_db == tmp_path / "gw" / "trace.sqlite"
-    with pytest.raises(ConfigError, match=r"store\.url"):
-        node_config("gw", tmp_path / "gw", extra={"store": {"url": "postgresql://db/mx"}})
+    pg = "postgresql://mxflow@127.0.0.1:5432/mx"
+    cfg = node_config("gw", tmp_path / "gw", extra={"store": {"url": pg}})
+    assert cfg.shared_database == pg and cfg.trace_db == tmp_path / "gw" / "trace.sqlite"
+    for bad in ("mysql://db/mx", "postgresql:/nohost"):
+        with pytest.raises(ConfigError, match=r"store\.url"):
+            node_config("gw", tmp_path / "gw", extra={"store": {"url": bad}})
 
 
 async def test_two_nodes_share_one_store_and_a_message_is_one_trace(tmp_path: Path) -> None:

@@ -76,10 +76,16 @@ class NodeConfig:
     auth: AuthPolicy | None = None  # [auth]: signing, sealing, DMARC actions
     log: LogConfig = field(default_factory=LogConfig)
     host: HostConfig = field(default_factory=lambda: HostConfig())  # noqa: PLW0108 (defined below)
-    store_url: str | None = None  # [store] url: a trace store shared with other nodes
+    store_url: str | None = None  # [store] url: state shared with other nodes
     metrics_listen: tuple[str, int] | None = None  # [metrics] listen: /metrics, /healthz
     web: WebConfig = field(default_factory=WebConfig)
     archive: ArchiveConfig | None = None  # [archive]: the archiver's journal
+
+    @property
+    def shared_database(self) -> str | None:
+        """The PostgreSQL URL every shared store uses, or None (SQLite files per node)."""
+        url = self.store_url
+        return url if url and url.startswith(("postgresql:", "postgres:")) else None
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:
         domain = domain.lower()

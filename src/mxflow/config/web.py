@@ -33,19 +33,25 @@ def _listen(t: _Table, name: str, default: tuple[str, int] | None) -> tuple[str,
 
 
 def _store_section(top: _Table, data_dir: Path, trace: Path) -> tuple[str | None, Path]:
-    """`[store] url`: where the trace goes when nodes share one store.
+    """`[store] url`: where the state nodes share goes.
 
-    A SQLite path (`sqlite:///abs/path`, `sqlite:rel/path` or a bare path, relative to the
-    data dir like every path here); other schemes are refused by name, so a PostgreSQL URL
-    (the clustering issue) is an error today rather than a file called `postgresql:`."""
+    `postgresql://USER@HOST:PORT/DB` puts the shared state of several nodes on one
+    PostgreSQL database (docs/cluster.md); a SQLite path (`sqlite:///abs/path`,
+    `sqlite:rel/path` or a bare path, relative to the data dir like every path here)
+    shares only the trace, between nodes on one machine. Other schemes are refused by
+    name rather than taken for a file called `mysql:`."""
     t = top.table("store")
     if t is None:
         return None, trace
     url = t.text("url", required=True)
     t.done()
     scheme, sep, rest = url.partition(":")
+    if scheme in {"postgresql", "postgres"}:
+        if not rest.startswith("//") or not rest[2:].split("/", 1)[0]:
+            raise t.error("url", url, "postgresql://USER@HOST:PORT/DATABASE")
+        return url, trace
     if sep and len(scheme) > 1 and scheme != "sqlite":
-        raise t.error("url", url, "a SQLite path or sqlite:///PATH (no other database yet)")
+        raise t.error("url", url, "postgresql://USER@HOST:PORT/DATABASE or a SQLite path")
     path_text = rest.removeprefix("//") if sep and scheme == "sqlite" else url
     path = _path(data_dir, path_text)
     if path is None:

@@ -36,6 +36,8 @@ from mxflow.smtp.reader import Spill
 from mxflow.smtp.server import SmtpServer
 from mxflow.store.archive import Archive
 from mxflow.store.directory import Directory, sync_config
+from mxflow.store.registry import check_shared
+from mxflow.store.sql import Database, open_database
 from mxflow.store.trace import TraceStore
 
 
@@ -66,6 +68,7 @@ class Shared:
     scheduler: Scheduler
     directory: Directory | None = None  # the host's, opened once
     archive: Archive | None = None  # the archiver's, opened once
+    database: Database | None = None  # the PostgreSQL database nodes share, if any
 
     def open_archive(self, config: NodeConfig) -> Archive:
         """The archiver's journal, opened once and kept across reloads."""
@@ -126,6 +129,20 @@ def build_wiring(
     return Wiring(config, screen, intake, filter, quarantine)
 
 
+def _shared_database(config: NodeConfig) -> Database | None:
+    """The deployment's PostgreSQL database, at the schema this mxflow knows (else an error
+    naming `mxflow store migrate`), or None when the node keeps its state in SQLite files."""
+    if config.shared_database is None:
+        return None
+    database = open_database(config.shared_database)
+    try:
+        check_shared(database)
+    except BaseException:
+        database.close()
+        raise
+    return database
+
+
 def build_node(
     config: NodeConfig,
     *,
@@ -138,6 +155,7 @@ def build_node(
     """A node for `config`'s role; `filter` / `quarantine` replace the configured ones."""
     ensure_certificates(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    database = _shared_database(config)
     if resolver is None and config.dns_resolver:
         resolver = resolver_from_endpoint(config.dns_resolver)
     spool = Spool(
@@ -157,7 +175,7 @@ def build_node(
     )
     router = Router(config, pool, resolver, mailboxes=config.role == "host")
     scheduler = Scheduler(config, spool, trace, router)
-    shared = Shared(resolver, spool, trace, scheduler)
+    shared = Shared(resolver, spool, trace, scheduler, database=database)
     wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
     budget = ConnectionBudget(config.limits.max_connections)
     spill = Spill(config.data_dir / "incoming")

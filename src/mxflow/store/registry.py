@@ -1,0 +1,18 @@
+"""The store components whose tables a shared (PostgreSQL) database holds.
+
+`mxflow store migrate` applies their migrations and a node checks them at start
+(`mxflow.store.schema`). A store that moves to the shared database adds its `Component`
+here; the order is the order migrations run in.
+"""
+
+from __future__ import annotations
+
+from mxflow.store.schema import Component, check
+from mxflow.store.sql import Database
+
+COMPONENTS: tuple[Component, ...] = ()
+
+
+def check_shared(db: Database) -> None:
+    """Refuse to start a node against a shared database at another schema version."""
+    check(db, COMPONENTS, where=f" at {getattr(db, 'display', db.url)}")
