@@ -23,6 +23,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.asyncresolver
@@ -144,6 +145,7 @@ class Sent:
     reply: str = ""
     mx: str = ""  # the MX host that gave the final reply ("" when none did)
     attempts: list[Attempt] = field(default_factory=list)
+    at: float = 0.0  # wall clock of the final reply
 
     @property
     def accepted(self) -> bool:
@@ -181,6 +183,7 @@ class _Outgoing:
     mail_from: str
     rcpt: str
     data: bytes  # dot-stuffed, with its terminator
+    on_accept: Callable[[str], None] | None = None  # called with the MX host at its 2xx
 
 
 async def _session(mx: str, address: str, port: int, out: _Outgoing) -> Attempt:
@@ -196,6 +199,8 @@ async def _session(mx: str, address: str, port: int, out: _Outgoing) -> Attempt:
         if not reply.startswith("250"):
             return Attempt(mx, address, reply, next_mx=not reply.startswith("5"))
         reply = await client.transaction(out.mail_from, [out.rcpt], out.data)
+        if reply.startswith("2") and out.on_accept is not None:
+            out.on_accept(mx)  # before QUIT: the lab's kill lands right after this 250
         lost = reply.startswith("000")
         closing = reply.startswith("421") or lost
         return Attempt(mx, address, reply, next_mx=closing, after_data=lost and client.data_sent)
@@ -218,12 +223,14 @@ async def send_mx(
     host: str | None = None,
     retry_for: float = 0.0,
     retry_every: float = 1.0,
+    on_accept: Callable[[str], None] | None = None,
 ) -> Sent:
     """Send one message as an MTA would: the MX hosts of the recipient's domain (or
     `host`) in order, from `source`; the list again every `retry_every` s for `retry_for`
-    s when no host took it nor refused it for good."""
+    s when no host took it nor refused it for good. `on_accept(mx)` runs as the 250 is
+    read, before the session ends."""
     sent = Sent()
-    out = _Outgoing(source, helo, mail_from, rcpt, dot_stuff(raw))
+    out = _Outgoing(source, helo, mail_from, rcpt, dot_stuff(raw), on_accept)
     give_up = time.monotonic() + retry_for
     while True:
         try:
@@ -232,6 +239,7 @@ async def send_mx(
             sent.reply = f"{exc.status} {exc.text}"
             targets = []
             if exc.permanent:
+                sent.at = time.time()
                 return sent
         for mx, address in targets:
             attempt = await _session(mx, address, port, out)
@@ -244,6 +252,7 @@ async def send_mx(
             sent.reply = f"451 4.4.1 no MX host took it ({tried})" if targets else sent.reply
             sent.mx = ""
         if sent.reply[:1] in ("2", "5") or time.monotonic() >= give_up:
+            sent.at = time.time()
             return sent
         await asyncio.sleep(retry_every)
 
