@@ -204,7 +204,8 @@ def _examples(run: ClusterRun, by_id: dict[str, list[TraceEvent]]) -> list[dict[
         tries = [f"{a.mx}: {a.result[:48]}" for a in sent[lab].attempts]
         examples.append(
             {"lab_id": lab, "message_id": message_id, "hops": hops, "sender": tries,
-             "answered_at": round(sent[lab].at - run.chaos.killed_at, 2)}
+             "answered_at": round(sent[lab].at - run.chaos.killed_at, 2),
+             "found": run.found.get(lab, [])}
         )  # fmt: skip
     return examples
 
@@ -267,7 +268,9 @@ def _examples_text(trace: dict[str, Any]) -> list[str]:
     lines = []
     titles = ("a message the killed node held, across its kill", "a trace across both nodes")
     for title, example in zip(titles, trace["examples"], strict=False):
-        lines.append(f"  {title}: <{example['message_id']}>")
+        twice = len(example["found"]) > 1
+        note = " (in the mailbox twice: it had reached the host before the kill)" if twice else ""
+        lines.append(f"  {title}: <{example['message_id']}>{note}")
         rows = [(example["answered_at"], "sender", " -> ".join(example["sender"]))]
         for hop in example["hops"]:
             for e in hop["events"]:

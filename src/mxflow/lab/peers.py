@@ -136,6 +136,7 @@ class Attempt:
     result: str  # the reply that ended it, or what went wrong on the wire
     next_mx: bool = False  # a failure that sends the message on to the next MX host
     after_data: bool = False  # it broke after the message was sent: it may have been taken
+    at: float = field(default_factory=time.time)  # wall clock of the reply that ended it
 
 
 @dataclass
@@ -199,11 +200,13 @@ async def _session(mx: str, address: str, port: int, out: _Outgoing) -> Attempt:
         if not reply.startswith("250"):
             return Attempt(mx, address, reply, next_mx=not reply.startswith("5"))
         reply = await client.transaction(out.mail_from, [out.rcpt], out.data)
+        at = time.time()
         if reply.startswith("2") and out.on_accept is not None:
             out.on_accept(mx)  # before QUIT: the lab's kill lands right after this 250
         lost = reply.startswith("000")
         closing = reply.startswith("421") or lost
-        return Attempt(mx, address, reply, next_mx=closing, after_data=lost and client.data_sent)
+        after_data = lost and client.data_sent
+        return Attempt(mx, address, reply, next_mx=closing, after_data=after_data, at=at)
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
         text = f"connection lost: {exc!r}"
         return Attempt(mx, address, text, next_mx=True, after_data=client.data_sent)
@@ -245,14 +248,14 @@ async def send_mx(
             attempt = await _session(mx, address, port, out)
             sent.attempts.append(attempt)
             if not attempt.next_mx:
-                sent.reply, sent.mx = attempt.result, mx
+                sent.reply, sent.mx, sent.at = attempt.result, mx, attempt.at
                 break
         else:
             tried = "; ".join(f"{a.mx}: {a.result}" for a in sent.attempts[-len(targets) :])
             sent.reply = f"451 4.4.1 no MX host took it ({tried})" if targets else sent.reply
-            sent.mx = ""
+            sent.mx, sent.at = "", 0.0
         if sent.reply[:1] in ("2", "5") or time.monotonic() >= give_up:
-            sent.at = time.time()
+            sent.at = sent.at or time.time()
             return sent
         await asyncio.sleep(retry_every)
 
