@@ -125,9 +125,7 @@ def _os_failure(config: NodeConfig, exc: OSError) -> MxflowError:
     return MxflowError(f"{name}{exc.strerror or exc}")
 
 
-def _supervise(
-    args: argparse.Namespace, workers: int, held: DataDirLock, config: NodeConfig
-) -> int:
+def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock, cfg: NodeConfig) -> int:
     """Run `workers` worker processes; restart one that dies; forward SIGTERM/SIGINT (stop)
     and SIGHUP (reload). During a drain (`mxflow queue drain`: each worker sees the request
     and exits when done) no worker is restarted, and this exits when they all have.
@@ -164,9 +162,9 @@ def _supervise(
     draining = False
     while not stopping:
         time.sleep(0.5)
-        draining = draining or drain_requested(config.spool_dir) is not None
+        draining = draining or drain_requested(cfg.spool_dir) is not None
         if draining and all(p.poll() is not None for p in procs):
-            clear_drain(config.spool_dir)
+            clear_drain(cfg.spool_dir)
             break
         for i, p in enumerate(procs):
             if p.poll() in (EXIT_USAGE, EXIT_UNAVAILABLE) and not stopping:

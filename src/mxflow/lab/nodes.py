@@ -133,16 +133,9 @@ def host_config(
     if scenario != "1":
         archiver_ip = topo.third_party(2).ips[0]
         outbound = {"domains": ["*"], "smart_hosts": [f"{archiver_ip}:{port}"], "tls": "none"}
-    data = _base(
-        "host",
-        topo.host.inbound,
-        "host",
-        topo.host.inbound_ips[0],
-        port=port,
-        dns=dns,
-        root=root,
-        store_url=store_url,
-    )
+    ip = topo.host.inbound_ips[0]
+    data = _base("host", topo.host.inbound, "host", ip, port=port, dns=dns, root=root)
+    data["store"]["url"] = store_url or data["store"]["url"]
     data["delivery"]["source_address"] = outbound_ip
     data |= {
         "host": {"lock_down": True},
