@@ -14,7 +14,8 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from mxflow import metrics
 from mxflow.config import Listener, NodeConfig, load_config
@@ -58,6 +59,15 @@ class Wiring:
     quarantine: QuarantineSink | None = None
 
 
+class Service(Protocol):
+    """A part with a life of its own (the shared counters' lease, the directory's refresh,
+    the shared database): started before the listeners, stopped after them, in reverse."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class NodeParts:
     """What a node is made of, built once by the composition root (roles/build.py)."""
@@ -71,6 +81,7 @@ class NodeParts:
     wiring: Wiring
     worker: int = 0
     workers: int = 1
+    services: list[Service] = field(default_factory=list)
 
 
 class Node:
@@ -88,6 +99,7 @@ class Node:
         self.scheduler = parts.scheduler
         self.servers = parts.servers
         self.wiring = parts.wiring
+        self.services = parts.services
         self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
@@ -176,6 +188,8 @@ class Node:
         return self.servers[0].listener.address
 
     async def start(self) -> None:
+        for service in self.services:
+            await service.start()
         await self.scheduler.start()
         if self.quarantine is not None and self.worker == 0:
             self._expiry = asyncio.create_task(self._expire_quarantine())
@@ -213,6 +227,8 @@ class Node:
         self.pool.close()
         self.spool.close()
         self.trace.close()
+        for service in reversed(self.services):
+            await service.stop()
         self._stopped.set()
 
     async def __aenter__(self) -> Node:
