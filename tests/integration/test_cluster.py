@@ -6,12 +6,15 @@ to one hash chain that `mxflow archive verify` passes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,3 +267,94 @@ async def test_two_archivers_append_to_one_chain(url: str, tmp_path: Path) -> No
         )
         assert code == 0, out + err
         assert "20 entries, chain intact; 10 message file(s) on other archivers" in out
+
+
+class Proxy:
+    """A TCP relay between a node and PostgreSQL, on its own thread and event loop (the
+    node's start reads the database synchronously): stopping it is the database going
+    away for that node (connections cut, new ones refused), without stopping the server
+    the other tests use."""
+
+    def __init__(self, target: tuple[str, int], address: str) -> None:
+        self.target, self.address, self.port = target, address, 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _call(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    def stop(self) -> None:
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, self.address, self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+
+async def test_a_node_that_cannot_count_answers_421(url: str, tmp_path: Path) -> None:
+    server = url.split("@", 1)[1].split("/", 1)[0]
+    host, port = server.rsplit(":", 1)
+    proxy = Proxy((host, int(port)), unique_loopback())
+    proxy.start()
+    via_proxy = url.replace(f"@{server}/", f"@{proxy.address}:{proxy.port}/")
+    src = unique_loopback()
+    node_toml = write_node(tmp_path, "gw-a", via_proxy, RATE.format(open=5, rate=100))
+    try:
+        async with running(node_toml) as (a,):
+            assert await admitted(a, src)
+            await asyncio.to_thread(proxy.stop)  # the database is gone for this node
+            code, text, refused = await first_reply(a, src)
+            await refused.close()
+            assert (code, text) == (421, "4.3.0 Service temporarily unavailable, try again later")
+            await asyncio.to_thread(proxy.start)  # back: the node counts again
+            await wait_for(lambda: admitted(a, src), within=15, interval=0.5)
+            await asyncio.to_thread(proxy.stop)  # the node stops without it, in bounded time
+    finally:
+        proxy.close()
+
+
+async def test_without_a_shared_database_nothing_changes(tmp_path: Path) -> None:
+    """No `[store] url`: in-memory limits per process, the classifier's model file, SQLite."""
+    from mxflow.checks.bayes import BayesCheck
+    from mxflow.checks.learning import SharedBayesCheck
+    from tests.engine.helpers import node_config
+
+    config = node_config("gw", tmp_path, extra={"filter": {"checks": ["rate", "bayes"]}})
+    async with build_node(config) as node:
+        assert node.wiring.intake.limits is None and node.services == []
+        checks = getattr(node.filter, "checks", [])
+        assert [type(c) for c in checks] == [BayesCheck]
+        assert not any(isinstance(c, SharedBayesCheck) for c in checks)
+        src = unique_loopback()
+        assert await admitted(node, src)
