@@ -161,6 +161,17 @@ def _shared_limits(
     )
 
 
+def _shared_services(
+    config: NodeConfig, database: Database | None, worker: int
+) -> tuple[list[Service], ConnectionCounters | None]:
+    """With a shared database: the process's connection counts there (its lease), and the
+    database itself, closed last (services stop in reverse)."""
+    if database is None:
+        return [], None
+    counters = ConnectionCounters(database, f"{config.name}/{worker}")
+    return [_Closing(database), counters], counters
+
+
 class _Closing:
     """The shared database as a service: closed (its pools) when the node stops."""
 
@@ -220,11 +231,7 @@ def build_node(
     )
     router = Router(config, pool, resolver, mailboxes=config.role == "host")
     scheduler = Scheduler(config, spool, trace, router)
-    services: list[Service] = []
-    counters = None
-    if database is not None:
-        counters = ConnectionCounters(database, f"{config.name}/{worker}")
-        services += [_Closing(database), counters]  # stopped in reverse: counters first
+    services, counters = _shared_services(config, database, worker)
     shared = Shared(resolver, spool, trace, scheduler, database=database, counters=counters)
     wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
     if isinstance(shared.directory, SharedDirectory):
