@@ -16,7 +16,8 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from mxflow import metrics
 from mxflow.config import Listener, NodeConfig, load_config
@@ -60,6 +61,15 @@ class Wiring:
     quarantine: QuarantineSink | None = None
 
 
+class Service(Protocol):
+    """A part with a life of its own (the shared counters' lease, the directory's refresh,
+    the shared database): started before the listeners, stopped after them, in reverse."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class NodeParts:
     """What a node is made of, built once by the composition root (roles/build.py)."""
@@ -73,6 +83,7 @@ class NodeParts:
     wiring: Wiring
     worker: int = 0
     workers: int = 1
+    services: list[Service] = field(default_factory=list)
 
 
 class Node:
@@ -90,6 +101,7 @@ class Node:
         self.scheduler = parts.scheduler
         self.servers = parts.servers
         self.wiring = parts.wiring
+        self.services = parts.services
         self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
@@ -178,6 +190,8 @@ class Node:
         return self.servers[0].listener.address
 
     async def start(self) -> None:
+        for service in self.services:
+            await service.start()
         await self.scheduler.start()
         if self.quarantine is not None and self.worker == 0:
             self._expiry = asyncio.create_task(self._expire_quarantine())
@@ -215,6 +229,8 @@ class Node:
         self.pool.close()
         self.spool.close()
         self.trace.close()
+        for service in reversed(self.services):
+            await service.stop()
         self._stopped.set()
 
     async def __aenter__(self) -> Node:

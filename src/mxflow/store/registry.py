@@ -7,10 +7,14 @@ here; the order is the order migrations run in.
 
 from __future__ import annotations
 
+from mxflow.store.archive import ARCHIVE
+from mxflow.store.counters import COUNTERS
+from mxflow.store.directory import DIRECTORY
+from mxflow.store.feedback import FEEDBACK
 from mxflow.store.schema import Component, check
 from mxflow.store.sql import Database
 
-COMPONENTS: tuple[Component, ...] = ()
+COMPONENTS: tuple[Component, ...] = (COUNTERS, DIRECTORY, FEEDBACK, ARCHIVE)
 
 
 def check_shared(db: Database) -> None:
