@@ -5,6 +5,7 @@ against the promoted one without a config change."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from mxflow.lab.postgres import Cluster, PostgresUnavailable, start_cluster, sta
 from mxflow.roles.build import build_node
 from mxflow.store.registry import COMPONENTS
 from mxflow.store.schema import current_versions, migrate
-from mxflow.store.sql import open_database
+from mxflow.store.sql import Database, open_database
 from tests.clirun import mxflow
 from tests.conftest import require
 from tests.engine.helpers import node_config
@@ -46,6 +47,30 @@ def _port_of_primary(url: str) -> int:
     return int(port)
 
 
+def _wait_for_replay(replica: Cluster, timeout: float = 20.0) -> None:
+    """Until the replica has every component's schema row (it replays the primary's WAL
+    a moment after the primary commits)."""
+    deadline = time.monotonic() + timeout
+    db = open_database(replica.url)
+    try:
+        while set(current_versions_readonly(db)) < {c.name for c in COMPONENTS}:
+            assert time.monotonic() < deadline, "the replica did not catch up"
+            time.sleep(0.1)
+    finally:
+        db.close()
+
+
+def current_versions_readonly(db: Database) -> set[str]:
+    """The components the replica has (none before it replays the table's creation)."""
+    import psycopg
+
+    try:
+        with db.transaction() as tx:
+            return {str(r[0]) for r in tx.query("SELECT component FROM schema_versions")}
+    except psycopg.errors.UndefinedTable:
+        return set()
+
+
 async def test_a_multi_host_store_url_follows_the_promoted_replica(tmp_path: Path) -> None:
     primary, replica = _pair()
     try:
@@ -62,6 +87,7 @@ async def test_a_multi_host_store_url_follows_the_promoted_replica(tmp_path: Pat
         code, out, err = await mxflow("store", "migrate", "--config", str(tmp_path / "node.toml"))
         assert code == 0, out + err
         assert _port_of_primary(url) == primary.port
+        _wait_for_replay(replica)  # streaming replication is asynchronous
         primary.stop(mode="immediate")  # the primary's machine dies
         replica.promote()  # the administrator (or the HA manager) fails over
         assert _port_of_primary(url) == replica.port
