@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mxflow.errors import MxflowError
+from mxflow.errors import MxflowError, Unavailable
 
 Row = tuple[Any, ...]
 Args = Sequence[object]
@@ -37,8 +37,11 @@ class StoreError(MxflowError):
     """A store's database refused an operation."""
 
 
-class StoreUnavailable(StoreError):
-    """The database cannot be reached now (down, pool exhausted, locked): try again later."""
+class StoreUnavailable(StoreError, Unavailable):
+    """The database cannot be reached now (down, pool exhausted, locked): try again later.
+
+    An `Unavailable` (exit status 3), so a node that cannot reach its database at start is
+    restarted by its service manager rather than taken for a bad configuration."""
 
 
 class Cursor(Protocol):
