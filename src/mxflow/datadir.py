@@ -73,3 +73,28 @@ def _read_owner(fd: int) -> str:
         pid = int(os.pread(fd, 32, 0).decode().strip())
         return f" (pid {pid})"
     return ""
+
+
+def running_owner(data_dir: Path) -> int | None:
+    """The pid of the node that owns `data_dir` now (0 when it is not recorded), or None
+    when no node runs on it.
+
+    It asks the kernel (a shared `flock` that fails while a node holds the lock), not the
+    pid in the file, which stays after the node ends. The probe holds the lock for an
+    instant: a node starting at that very moment would find it taken and exit with 3.
+    """
+    try:
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(OSError, ValueError):
+                return int(os.pread(fd, 32, 0).decode().strip())
+            return 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -43,14 +43,14 @@ def test_an_edited_message_file_is_found(tmp_path: Path) -> None:
 def test_an_edited_index_row_is_found(tmp_path: Path) -> None:
     archive = _filled(tmp_path)
     with sqlite3.connect(tmp_path / "index.sqlite") as db:
-        db.execute("UPDATE entries SET mail_from = 'x@evil.test' WHERE seq = 3")
+        db.execute("UPDATE archive_entries SET mail_from = 'x@evil.test' WHERE seq = 3")
     assert archive.verify() == ["entry 3: index row altered (hash mismatch)"]
 
 
 def test_a_removed_entry_is_found(tmp_path: Path) -> None:
     archive = _filled(tmp_path)
     with sqlite3.connect(tmp_path / "index.sqlite") as db:
-        db.execute("DELETE FROM entries WHERE seq = 2")
+        db.execute("DELETE FROM archive_entries WHERE seq = 2")
     archive.path_of(2).unlink()
     problems = archive.verify()
     assert "entry 2: missing (next is 3)" in problems
@@ -60,16 +60,16 @@ def test_a_removed_entry_is_found(tmp_path: Path) -> None:
 def test_removing_the_newest_entries_is_found(tmp_path: Path) -> None:
     archive = _filled(tmp_path)
     with sqlite3.connect(tmp_path / "index.sqlite") as db:
-        db.execute("DELETE FROM entries WHERE seq = 4")
+        db.execute("DELETE FROM archive_entries WHERE seq = 4")
     assert any("entries removed" in p for p in archive.verify())
 
 
 def test_reordered_entries_are_found(tmp_path: Path) -> None:
     archive = _filled(tmp_path)
     with sqlite3.connect(tmp_path / "index.sqlite") as db:  # swap entries 2 and 3 whole
-        db.execute("UPDATE entries SET seq = -2 WHERE seq = 2")
-        db.execute("UPDATE entries SET seq = 2 WHERE seq = 3")
-        db.execute("UPDATE entries SET seq = 3 WHERE seq = -2")
+        db.execute("UPDATE archive_entries SET seq = -2 WHERE seq = 2")
+        db.execute("UPDATE archive_entries SET seq = 2 WHERE seq = 3")
+        db.execute("UPDATE archive_entries SET seq = 3 WHERE seq = -2")
     two, three = archive.path_of(2), archive.path_of(3)
     data2, data3 = two.read_bytes(), three.read_bytes()
     two.write_bytes(data3)

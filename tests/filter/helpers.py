@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import os
+import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -21,6 +23,11 @@ SA_NICE = DATA / "spamassassin" / "nice"
 SA_SPAM = DATA / "spamassassin" / "spam"
 CLAMD = os.environ.get("MXFLOW_CLAMD", "unix:/run/mxflow-ci/clamd/clamd.sock")
 TEST_SIGNATURE_MARKER = b"MXFLOW-CLAMAV-TEST-SIGNATURE-1c5e9a"
+# the optional scanners .ci/services.d/rspamd.sh and spamd.sh start
+RSPAMD = os.environ.get("MXFLOW_RSPAMD", "http://127.0.97.1:11333")
+SPAMD = os.environ.get("MXFLOW_SPAMD", "127.0.97.2:783")
+# the Generic Test for Unsolicited Bulk Email, which rspamd and SpamAssassin call spam
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 def eicar() -> bytes:
@@ -63,6 +70,13 @@ def message(
         maintype, subtype = ctype.split("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg.as_bytes(policy=SMTP)
+
+
+def ham_today() -> bytes:
+    """A plain, well-formed ham dated now (an old Date is a spam sign to rspamd and SA)."""
+    raw = message("Hello Bob,\n\nthe minutes of Tuesday's meeting are attached.\n\nAnn\n")
+    date = email.utils.formatdate(localtime=True).encode()
+    return re.sub(rb"(?m)^Date: [^\r]*", b"Date: " + date, raw, count=1)
 
 
 def context(raw: bytes, ip: str = "192.0.2.10", **kw: object) -> MessageContext:

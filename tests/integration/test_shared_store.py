@@ -84,6 +84,15 @@ def copies(sink_cfg: NodeConfig, message_id: str) -> int:
     return sum(wanted in m for m in maildir_messages(sink_cfg, "bob@contoso.com"))
 
 
+async def greets(host: str, port: int) -> bool:
+    """Whether a new connection gets 220 (not a 421 from the trace or the counters)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        return (await asyncio.wait_for(reader.readline(), 10)).startswith(b"220")
+    finally:
+        writer.close()
+
+
 def delivered(trace: TraceStore, message_id: str) -> bool:
     return any(e.event == "delivered" for e in trace.by_message_id(message_id))
 
@@ -175,7 +184,8 @@ def test_the_admin_ui_of_any_node_shows_the_shared_state(tmp_path: Path, pg_url:
 async def test_postgresql_down_4xx_then_recovery(tmp_path: Path) -> None:
     """What was acknowledged before the node saw the outage is traced when the database
     is back; what it cannot record meanwhile gets 4xx (the quarantine's 451 at once, the
-    trace's 421 / 451 once its writer has seen the outage); then mail is taken again."""
+    trace's 421 / 451 once its writer has seen the outage; a new connection is refused by
+    the shared connection counters, too); then mail is taken again."""
     sink_cfg = sink_config(tmp_path / "sink")
     with private_cluster() as cluster:
         db = open_database(cluster.url)
@@ -187,10 +197,10 @@ async def test_postgresql_down_4xx_then_recovery(tmp_path: Path) -> None:
                 await send(gw.address, gw.port, message("one", message_id="<down.1@f.test>"))
                 await wait_for(lambda: delivered(gw.trace, "down.1@f.test"))
                 await asyncio.to_thread(gw.trace.flush)  # the writer is idle: it sees no outage
-                cluster.stop(mode="immediate")
-                # the node does not know yet: the spool is local, the 250 is honest
-                client = await RawSmtp.open(gw.address, gw.port)
+                client = await RawSmtp.open(gw.address, gw.port)  # counted while the db is up
                 await client.cmd("EHLO c.fabrikam.test")
+                cluster.stop(mode="immediate")
+                # the trace does not know yet: the spool is local, the 250 is honest
                 two = stuffed(message("two", message_id="<down.2@f.test>"))
                 code, text = await client.mail("a@fabrikam.test", ["bob@contoso.com"], two)
                 assert code == 250, text
@@ -217,6 +227,7 @@ async def test_postgresql_down_4xx_then_recovery(tmp_path: Path) -> None:
                 cluster.start()
                 await wait_for(lambda: gw.trace.refusal() is None, within=60)
                 assert health.accepting()
+                await wait_for(lambda: greets(gw.address, gw.port), within=30)  # counters too
                 await send(gw.address, gw.port, message("four", message_id="<down.4@f.test>"))
                 text = await send(gw.address, gw.port, spam[: -len(b".\r\n")] + b".\r\n")
                 assert "quarantined as" in text

@@ -57,11 +57,12 @@ def test_an_empty_database_is_refused_until_migrated(tmp_path: Path, pg_url: str
     assert code == 1 and "trace          0 (needed 2)" in out
     code, out, err = run("store", "migrate", "--config", str(config))
     assert code == 0, err
-    assert out.splitlines() == [
+    assert out.splitlines()[:3] == [
         "applied trace 1: events: one row per event and recipient",
         "applied trace 2: events.uid: a batch retried after a lost COMMIT is written once",
         "applied quarantine 1: quarantine: held messages and their verdicts",
     ]
+    assert len(out.splitlines()) == sum(c.latest for c in COMPONENTS)
     assert run("store", "migrate", "--config", str(config))[1] == "the schema is up to date\n"
     code, _, err = run("config", "check", str(config))
     assert code == 0 and "warning" not in err, err
@@ -87,9 +88,13 @@ def test_a_database_at_the_previous_version_is_migrated_keeping_its_rows(
     status, err = serve_fails(config, tmp_path / "data")
     assert status == 2 and "trace schema version 1, this mxflow needs 2" in one_line(err)
     code, out, err = run("store", "migrate", "--config", str(config))
-    assert code == 0 and out == (
-        "applied trace 2: events.uid: a batch retried after a lost COMMIT is written once\n"
-    ), err
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"applied {c.name} {m.version}: {m.summary}"
+        for c in COMPONENTS
+        for m in c.migrations[1:]  # what version 1 lacked: trace's events.uid among them
+    ]
+    assert "applied trace 2: events.uid" in out
     code, out, err = run(
         "trace", "--config", str(config), "search", "--message-id", "old.1@fabrikam.test"
     )

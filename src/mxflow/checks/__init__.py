@@ -12,6 +12,8 @@ The filter (what the SMTP server calls) is `pipeline.FilterPipeline`, built from
     bayes.py        the statistical content classifier (classifier.py, tokens.py)
     attachments.py  attachment policy without ClamAV (filetypes.py: content sniffing)
     clamav.py       ClamAV through clamd (INSTREAM)
+    rspamd.py       optional: the site's rspamd (HTTP /checkv2)      } scanner.py: what
+    spamd.py        optional: the site's SpamAssassin (SPAMC REPORT) } the two share
 
 `mxflow.mime` is the one bounded MIME walk they share; `verdict.py` turns the symbols into
 score, SCL, action and spam headers; `train.py` builds the shipped model (`make model`).

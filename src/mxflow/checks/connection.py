@@ -170,7 +170,8 @@ class RateLimiter:
     The server calls `closed(ctx)` when a session ends (only sessions that were counted are
     uncounted); `RATE_LIMIT` / `CONCURRENCY_LIMIT` ask for TEMPFAIL, so a legitimate sender
     retries later while a flood is slowed down. Idle clients are swept periodically, so
-    the table stays as small as the set of recently active IPs.
+    the table stays as small as the set of recently active IPs. With a shared database the
+    counting is intake's (intake/limits.py, store/counters.py) and this only judges it.
     """
 
     name = "rate"
@@ -183,7 +184,9 @@ class RateLimiter:
         self._checks = 0
 
     async def check(self, ctx: MessageContext) -> CheckResult:
-        result = CheckResult()
+        shared = ctx.state(SharedCount)
+        if shared.known:  # counted in the shared database by intake: judge its counts
+            return self._judge(ctx, shared.open, shared.started) or CheckResult()
         now = time.monotonic()
         self._checks += 1
         if self._checks % self.SWEEP_EVERY == 0:
@@ -191,20 +194,28 @@ class RateLimiter:
         client = self.clients.setdefault(client_key(ctx.client_ip), _Client())
         while client.starts and now - client.starts[0] > 60.0:
             client.starts.popleft()
-        if client.open >= self.policy.max_connections_per_ip:
-            result.add("CONCURRENCY_LIMIT", 0.0, f"{client.open} sessions open")
-            result.action = Action.TEMPFAIL
-            result.reason = f"too many concurrent connections from {ctx.client_ip}"
-            return result
-        if len(client.starts) >= self.policy.max_connections_per_minute:
-            result.add("RATE_LIMIT", 0.0, f"{len(client.starts)} connections in the last minute")
-            result.action = Action.TEMPFAIL
-            result.reason = f"too many connections from {ctx.client_ip}, try again later"
-            return result
+        refusal = self._judge(ctx, client.open, len(client.starts))
+        if refusal is not None:
+            return refusal
         client.starts.append(now)
         client.open += 1
         ctx.state(_Counted).counted = True
-        return result
+        return CheckResult()
+
+    def _judge(self, ctx: MessageContext, sessions: int, started: int) -> CheckResult | None:
+        """A TEMPFAIL when `sessions` open, or `started` in the last minute, reach a limit."""
+        result = CheckResult()
+        if sessions >= self.policy.max_connections_per_ip:
+            result.add("CONCURRENCY_LIMIT", 0.0, f"{sessions} sessions open")
+            result.action = Action.TEMPFAIL
+            result.reason = f"too many concurrent connections from {ctx.client_ip}"
+            return result
+        if started >= self.policy.max_connections_per_minute:
+            result.add("RATE_LIMIT", 0.0, f"{started} connections in the last minute")
+            result.action = Action.TEMPFAIL
+            result.reason = f"too many connections from {ctx.client_ip}, try again later"
+            return result
+        return None
 
     def closed(self, session: MessageContext | str) -> None:
         """A session has ended: a context counted at CONNECT, or (trusted) a client IP."""
@@ -230,6 +241,19 @@ class RateLimiter:
             if c.open == 0 and (not c.starts or now - c.starts[-1] > 60.0)
         ]:
             del self.clients[ip]
+
+
+@dataclass
+class SharedCount:
+    """A session's counts from the shared database (store/counters.py), put on the context
+    by intake before the CONNECT checks: with them the rate check judges the counts of
+    every node instead of counting in this process's memory."""
+
+    known: bool = False
+    key: str = ""  # what was counted: `client_key` of the client IP
+    open: int = 0  # the client's sessions open on every node, before this one
+    started: int = 0  # the client's sessions started in the last minute, before this one
+    counted: bool = False  # counted in the database: released when the session ends
 
 
 @dataclass

@@ -63,8 +63,13 @@ def node_pipeline(
 
 
 def node_trainer(config: NodeConfig) -> Trainer:
+    """The node's trainer: into its model file, or with a shared database, into that."""
     policy = node_policy(config)
     assert policy.bayes_model is not None
+    if config.shared_database is not None:
+        from mxflow.checks.learning import SharedTrainer
+
+        return SharedTrainer(policy.bayes_model, config.shared_database)
     return Trainer(policy.bayes_model)
 
 

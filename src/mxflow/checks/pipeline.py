@@ -28,13 +28,17 @@ from mxflow.checks.classifier import BayesModel
 from mxflow.checks.connection import DnsblCheck, FcrdnsCheck, HeloCheck, RateLimiter
 from mxflow.checks.content import ContentCheck
 from mxflow.checks.headers import HeaderCheck
+from mxflow.checks.learning import share_learning
 from mxflow.checks.lists import IpListCheck, SenderListCheck
+from mxflow.checks.rspamd import RspamdCheck
 from mxflow.checks.sender_auth import SenderAuthCheck
+from mxflow.checks.spamd import SpamdCheck
 from mxflow.checks.uribl import UriblCheck
 from mxflow.checks.verdict import decide
 from mxflow.config.filter import DNS_CHECKS, ClamdAddress, FilterPolicy, parse_filter_section
 from mxflow.mail import Action, CheckResult, MessageContext, Phase, Symbol, Verdict
 from mxflow.store.quarantine import RELEASED_HEADER, Quarantine
+from mxflow.store.sql import Database
 
 __all__ = ["FilterPipeline", "FilterPolicy", "parse_filter_section"]
 
@@ -81,6 +85,16 @@ def _content_checks(
     return built
 
 
+def _scanner_checks(policy: FilterPolicy) -> list[Check]:
+    """The site's own rspamd and spamd, when their tables are set (and the check listed)."""
+    built: list[Check] = []
+    if policy.rspamd is not None and policy.enabled("rspamd"):
+        built.append(RspamdCheck(policy, policy.rspamd))
+    if policy.spamd is not None and policy.enabled("spamd"):
+        built.append(SpamdCheck(policy, policy.spamd))
+    return built
+
+
 @dataclass
 class _PhaseResults:
     """Each phase's results for one session, with the key of what they looked at."""
@@ -112,6 +126,7 @@ class FilterPipeline:
         sender_auth: Check | None = None,
         authserv_id: str = "mxflow",
         quarantine: Quarantine | None = None,
+        database: Database | None = None,
     ) -> None:
         self.policy = policy = policy or FilterPolicy()
         self.quarantine = quarantine
@@ -140,7 +155,9 @@ class FilterPipeline:
             else:
                 auth = auth_policy or AuthPolicy(authserv_id=authserv_id)
                 built.append(SenderAuthCheck(auth, resolver))
-        self.checks = built + _content_checks(policy, model, clamd)
+        self.checks = built + _content_checks(policy, model, clamd) + _scanner_checks(policy)
+        if database is not None:  # what any node learns, this classifier uses
+            self.checks = share_learning(self.checks, database)
 
     def connection_closed(self, session: MessageContext | str) -> None:
         """Tell the rate limiter a session has ended (pass the context given at CONNECT)."""

@@ -27,9 +27,11 @@ EXIT_PIPE = 141  # the reader of the output went away (`mxflow ... | head`)
 EXIT_STATUS_HELP = """exit status:
   0    done; for a check, the result is good (pass, none, neutral, valid)
   1    a check ran and its result is bad: auth check compauth=fail; spf eval anything
-       but pass; spf lint, dns check an error found; dkim verify no passing signature
+       but pass; spf lint, dns check an error found; dkim verify no passing signature;
+       queue drain mail stayed in the spool; lab run a claim failed
   2    usage or configuration error (bad option, bad config file, unreadable input)
-  3    unavailable at run time: a port in use, a data directory another node owns
+  3    unavailable at run time: a port in use, a data directory another node owns, no
+       node to drain, no PostgreSQL server (lab run --nodes 2)
   141  the reader of the output went away (mxflow ... | head)
   130  interrupted (Ctrl-C)"""
 

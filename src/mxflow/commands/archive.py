@@ -17,7 +17,9 @@ from pathlib import Path
 from mxflow.commands import Subparsers
 from mxflow.config import load_config
 from mxflow.errors import MxflowError
-from mxflow.store.archive import Archive, mbox_from_line, to_mbox
+from mxflow.store.archive import ARCHIVE, Archive, mbox_from_line, to_mbox
+from mxflow.store.schema import check
+from mxflow.store.sql import open_database
 
 
 def register(sub: Subparsers) -> None:
@@ -57,11 +59,17 @@ def _when(text: str) -> float:
 
 
 def _archive(args: argparse.Namespace) -> Archive:
+    """The archive of `--archive DIR`, or of a node's config: with a shared database, the
+    index there (one chain for every archiver) and this node's message files."""
     if args.archive:
         path = Path(args.archive)
     else:
         config = load_config(args.config, data_dir=args.data_dir)
         path = config.archive.dir if config.archive else config.data_dir / "archive"
+        if config.shared_database is not None:
+            database = open_database(config.shared_database)
+            check(database, [ARCHIVE], where=f" at {getattr(database, 'display', database.url)}")
+            return Archive(path, database=database, node=config.name)
     if not (path / "index.sqlite").exists():
         raise MxflowError(f"{path}: no archive here (expected {path / 'index.sqlite'})")
     return Archive(path)
@@ -70,13 +78,18 @@ def _archive(args: argparse.Namespace) -> Archive:
 def run_verify(args: argparse.Namespace) -> int:
     archive = _archive(args)
     problems = archive.verify()
-    count = sum(1 for _ in archive.entries())
+    entries = list(archive.entries())
+    count = len(entries)
+    elsewhere = sum(1 for e in entries if archive.elsewhere(e))
     for problem in problems:
         print(problem)
     if problems:
         print(f"archive {archive.root}: {len(problems)} problem(s) in {count} entries")
         return 1
-    print(f"archive {archive.root}: {count} entries, chain intact")
+    note = ""
+    if elsewhere:  # a shared chain: those files are on the disks of the other archivers
+        note = f"; {elsewhere} message file(s) on other archivers (verify there too)"
+    print(f"archive {archive.root}: {count} entries, chain intact{note}")
     return 0
 
 

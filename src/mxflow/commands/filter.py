@@ -248,7 +248,7 @@ def run_learn(args: argparse.Namespace) -> int:
     notes = [f"{n} {what}" for what, n in sorted(outcomes.items()) if what != verb and n]
     note = f" ({', '.join(notes)})" if notes else ""
     print(
-        f"{verb} {done} message(s) as {kind}{note}; {trainer.path}: "
+        f"{verb} {done} message(s) as {kind}{note}; {getattr(trainer, 'where', trainer.path)}: "
         f"{model.nham} ham, {model.nspam} spam, {len(model.counts)} tokens"
     )
     return 0

@@ -3,6 +3,8 @@
 `mxflow lab` alone runs what `make lab` runs: every scenario on the shipped corpus.
 `mxflow lab run --scenario 1|2|2-ef|all --corpus DIR --json FILE --keep --topology FILE`
 chooses. Works from any folder: the topology and the sample corpus ship in the package.
+`--nodes 2` runs scenario 1 with two gateway nodes behind two MX records on one PostgreSQL
+and kills one mid-run (docs/lab.md); it needs PostgreSQL's server (exit 3 without it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from mxflow.commands import Subparsers
+from mxflow.errors import MxflowError
 
 SCENARIO_CHOICES = ("1", "2", "2-ef", "all")
 
@@ -34,6 +37,19 @@ def _options(p: argparse.ArgumentParser) -> None:
         help="where --keep serves the admin web UI (default 127.0.0.1:8025)",
     )
     p.add_argument("--dir", metavar="DIR", help="where the nodes' files go (default: a temp dir)")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: scenario 1 with two gateway nodes behind two MX records, one PostgreSQL,"
+        " one node killed mid-run (needs Debian's postgresql)",
+    )
+    p.add_argument(
+        "--equal-mx",
+        action="store_true",
+        help="with --nodes 2: both MX records at preference 10 (default: 10 and 20)",
+    )
     p.add_argument("--verbose", action="store_true", help="show the nodes' logs")
 
 
@@ -51,7 +67,7 @@ def register(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from mxflow.dns.resolver import parse_endpoint
     from mxflow.lab.corpus import default_corpus
-    from mxflow.lab.run import SCENARIOS, main
+    from mxflow.lab.run import SCENARIOS, main, main_nodes
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.CRITICAL,
@@ -59,8 +75,20 @@ def run(args: argparse.Namespace) -> int:
     )
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     corpus = Path(args.corpus) if args.corpus else default_corpus()
+    if args.nodes > 1 and (args.scenario not in ("1", "all") or args.keep):
+        raise MxflowError(f"--nodes {args.nodes} runs scenario 1 (no --keep); drop --scenario")
+    if args.equal_mx and args.nodes == 1:
+        raise MxflowError("--equal-mx needs --nodes 2")
     with tempfile.TemporaryDirectory(prefix="mxflow-lab-") as tmp:
         workdir = Path(args.dir).resolve() if args.dir else Path(tmp)
+        if args.nodes > 1:
+            return main_nodes(
+                corpus,
+                workdir,
+                json_file=Path(args.json) if args.json else None,
+                topology_file=Path(args.topology) if args.topology else None,
+                equal_mx=args.equal_mx,
+            )
         return main(
             scenarios,
             corpus,

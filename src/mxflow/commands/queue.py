@@ -1,4 +1,5 @@
-"""`mxflow queue list | show | retry | flush | hold | release | delete` on a node's spool.
+"""`mxflow queue list | show | retry | flush | hold | release | delete | drain` on a node's
+spool.
 
 The spool is found from `--config` (its `spool_dir`), `--spool DIR`, or `--data-dir DIR`
 alone (DIR/spool, the default layout), so an operator can look at a queue without the
@@ -6,6 +7,11 @@ node's config file. `list` and `show` read the spool files and work whether or n
 node runs; the other commands leave a request in the spool's control directory that the
 owning worker carries out within a second (or at its next start, before it schedules
 anything). A held message is never attempted until released, also after a restart.
+
+`drain` is how a node leaves a cluster without losing mail: it asks the running node (the
+owner of the data directory's lock) to close its listeners, deliver what it holds and
+exit, waits until it has, and lists what stayed in the spool (held or undeliverable
+within the timeout: safe on disk, delivered when a node starts on that data dir again).
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ from pathlib import Path
 
 from mxflow.commands import Subparsers, print_json
 from mxflow.config import load_config
-from mxflow.errors import MxflowError
+from mxflow.datadir import running_owner
+from mxflow.errors import MxflowError, Unavailable
 from mxflow.mail import header_section
-from mxflow.queue.spool import Envelope, QueueState, Spool, SpoolError
+from mxflow.queue.spool import Envelope, QueueState, Spool, SpoolError, request_drain
+
+DRAIN_TIMEOUT = 300.0
+# What the node may take beyond the drain's timeout: sessions in a transaction and
+# deliveries in flight each get their grace period (10 s) as it stops.
+STOP_MARGIN = 60.0
 
 LIST_HEADER = (
     f"{'QUEUE-ID':<20}  {'SIZE':>8}  {'RECEIVED':<20}  {'AGE':>11}  {'NEXT':<20}  SENDER  STATE"
@@ -29,7 +41,9 @@ LIST_HEADER = (
 
 def register(sub: Subparsers) -> None:
     """Add the `queue` subcommands to the `mxflow` parser."""
-    p = sub.add_parser("queue", help="list, show, retry, flush, hold, release or delete mail")
+    p = sub.add_parser(
+        "queue", help="list, show, retry, flush, hold, release or delete mail; drain the node"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--config", metavar="FILE", help="the node's TOML file")
     where.add_argument("--spool", metavar="DIR", help="the spool directory itself")
@@ -57,6 +71,20 @@ def register(sub: Subparsers) -> None:
         q.set_defaults(handler=func)
     flush = qsub.add_parser("flush", help="try every deferred message now (held ones stay)")
     flush.set_defaults(handler=run_flush)
+    drain = qsub.add_parser(
+        "drain", help="the running node stops accepting, delivers what it holds, exits"
+    )
+    drain.add_argument(
+        "--timeout",
+        type=float,
+        default=DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"deliver for at most this long; the rest stays spooled (default {DRAIN_TIMEOUT:.0f})",
+    )
+    drain.add_argument(
+        "--no-wait", action="store_true", help="ask and return; do not wait for the node to exit"
+    )
+    drain.set_defaults(handler=run_drain)
 
 
 def _spool(args: argparse.Namespace) -> Spool:
@@ -214,3 +242,44 @@ def run_flush(args: argparse.Namespace) -> int:
             asked += 1
     print(f"flush requested for {asked} message(s)")
     return 0
+
+
+def _where(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(data dir, spool dir) of the node a drain is asked of: it needs the data dir, whose
+    lock says whether a node runs there."""
+    if args.config:
+        config = load_config(args.config, data_dir=args.data_dir)
+        return config.data_dir, config.spool_dir
+    if args.data_dir and not args.spool:
+        return Path(args.data_dir), Path(args.data_dir) / "spool"
+    raise MxflowError("drain needs the node's --config FILE or --data-dir DIR (not --spool)")
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    data_dir, spool_dir = _where(args)
+    pid = running_owner(data_dir)
+    if pid is None:
+        queued = len(Spool(spool_dir).ids()) if (spool_dir / "queue").is_dir() else 0
+        raise Unavailable(
+            f"no mxflow node is running on {data_dir}: nothing to drain ({queued} message(s)"
+            " in its spool are delivered when a node starts on it)"
+        )
+    if args.timeout < 0:
+        raise MxflowError(f"--timeout {args.timeout:g}: expected 0 or more seconds")
+    request_drain(spool_dir, args.timeout)
+    print(f"drain asked of the node on {data_dir} (pid {pid}); timeout {args.timeout:g} s")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout + STOP_MARGIN
+    while running_owner(data_dir) is not None:
+        if time.monotonic() > deadline:
+            raise Unavailable(f"the node on {data_dir} (pid {pid}) is still running")
+        time.sleep(0.2)
+    entries = _entries(Spool(spool_dir))
+    for entry in entries:
+        print(entry.line())
+    print(
+        f"node stopped; {len(entries)} message(s) left in {spool_dir}"
+        + (" (delivered when a node starts on this data dir)" if entries else "")
+    )
+    return 0 if not entries else 1

@@ -28,6 +28,7 @@ from mxflow.commands import EXIT_UNAVAILABLE, EXIT_USAGE, Subparsers
 from mxflow.config import NodeConfig, load_config
 from mxflow.datadir import DataDirLock, lock
 from mxflow.errors import MxflowError, Unavailable
+from mxflow.queue.spool import clear_drain, drain_requested
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -52,11 +53,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, data_dir=args.data_dir)
     workers = config.server.workers
     held = None if args.worker is not None else lock(config.data_dir)
+    if held is not None:
+        clear_drain(config.spool_dir)  # asked of a node that died before it drained
     try:
         check_tls(config)
         if workers > 1 and args.worker is None:
             assert held is not None
-            return _supervise(args, workers, held)
+            return _supervise(args, workers, held, config)
         return _serve(args, config, workers)
     finally:
         if held is not None:
@@ -122,9 +125,10 @@ def _os_failure(config: NodeConfig, exc: OSError) -> MxflowError:
     return MxflowError(f"{name}{exc.strerror or exc}")
 
 
-def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock) -> int:
+def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock, cfg: NodeConfig) -> int:
     """Run `workers` worker processes; restart one that dies; forward SIGTERM/SIGINT (stop)
-    and SIGHUP (reload).
+    and SIGHUP (reload). During a drain (`mxflow queue drain`: each worker sees the request
+    and exits when done) no worker is restarted, and this exits when they all have.
 
     The workers inherit the data-dir lock's descriptor, so the directory stays owned while
     any of them runs, even if this process is killed.
@@ -155,14 +159,19 @@ def _supervise(args: argparse.Namespace, workers: int, held: DataDirLock) -> int
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, reload)
+    draining = False
     while not stopping:
         time.sleep(0.5)
+        draining = draining or drain_requested(cfg.spool_dir) is not None
+        if draining and all(p.poll() is not None for p in procs):
+            clear_drain(cfg.spool_dir)
+            break
         for i, p in enumerate(procs):
             if p.poll() in (EXIT_USAGE, EXIT_UNAVAILABLE) and not stopping:
                 # A start-up failure (it printed why): starting it again would fail again.
                 forward(signal.SIGTERM, None)
                 return max(x.wait() for x in procs)
-            if p.poll() is not None and not stopping:
+            if p.poll() is not None and not stopping and not draining:
                 # A worker died (killed, crashed): its spooled messages are safe; start a
                 # new one, which recovers them.
                 print(

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass, field, fields
+import re
+import urllib.parse
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from mxflow.errors import ConfigError
 from mxflow.mail import Action
@@ -29,6 +32,8 @@ CHECK_NAMES = (
     "content",
     "attachments",
     "clamav",
+    "rspamd",
+    "spamd",
 )
 DNS_CHECKS = ("dnsbl", "fcrdns", "uribl")
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,6 +70,55 @@ class ClamdAddress:
             if host and 0 < port < 65536:
                 return self
         raise ValueError(f"{self.text!r}: expected unix:/path/clamd.sock, /path or HOST:PORT")
+
+
+def rspamd_endpoint(url: str) -> tuple[ClamdAddress, str, str]:
+    """(where to connect, the Host header, the path prefix) of an rspamd scanner's URL:
+    `http://HOST[:PORT][/PREFIX]` or `unix:/path` (rspamd's worker on a UNIX socket);
+    ValueError naming the expected forms otherwise."""
+    expected = f"{url!r}: expected http://HOST:PORT (e.g. http://127.0.0.1:11333) or unix:/path"
+    if url.startswith("unix:"):
+        if len(url) > 6 and url[5] == "/":
+            return ClamdAddress(url), "localhost", ""
+        raise ValueError(expected)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError(expected) from None
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not host or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(expected)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ClamdAddress(address), parts.netloc, parts.path.rstrip("/")
+
+
+OnFailure = Literal["continue", "tempfail"]
+
+
+@dataclass(frozen=True)
+class ScannerSettings:
+    """`[filter.rspamd]` or `[filter.spamd]`: an external scanner the site already runs.
+
+    `address` is rspamd's `url` or spamd's `address`; `weight` is how much of the scanner's
+    score counts in mxflow's (checks/scanner.py says how it is mapped); `max_size` larger
+    messages are not sent (symbol `*_SKIPPED`); `on_failure` says what a scanner that is down
+    or answers nonsense does to the message: "continue" (the rest of the filter decides) or
+    "tempfail" (4xx, try later).
+    """
+
+    address: str
+    timeout: float
+    max_size: int
+    weight: float = 1.0
+    on_failure: OnFailure = "continue"
+
+
+RSPAMD_DEFAULTS = ScannerSettings("http://127.0.0.1:11333", timeout=5.0, max_size=20 * 1024**2)
+# spamc's own default limit is 500 KB: SpamAssassin's time grows with the message
+SPAMD_DEFAULTS = ScannerSettings("127.0.0.1:783", timeout=10.0, max_size=512 * 1024)
+MAX_SCANNER_TIMEOUT = 120.0  # the sending MTA waits for the reply to the final dot
+MAX_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +166,8 @@ class FilterPolicy:
     block_file: Path | None = None
     retention_spam_days: int = 15
     retention_malware_days: int = 30
+    rspamd: ScannerSettings | None = None  # [filter.rspamd]: off when absent
+    spamd: ScannerSettings | None = None  # [filter.spamd]: off when absent
 
     def enabled(self, check: str) -> bool:
         return check in self.checks
@@ -207,6 +263,8 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
         if not isinstance(value, str) or not value:
             raise ConfigError(file, where, value, "a path")
         return Path(value)
+    if key in ("rspamd", "spamd"):
+        return _scanner(key, value, file, where)
     if key == "clamd":
         expected = '"unix:/path/clamd.sock" or "HOST:PORT"'
         if not isinstance(value, str):
@@ -219,6 +277,84 @@ def _convert(key: str, value: object, file: str, where: str) -> object:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(file, where, value, "a positive integer")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]?)[bB]?\s*$")
+
+
+def _scanner(kind: str, value: object, file: str, where: str) -> ScannerSettings:
+    """`[filter.rspamd]` / `[filter.spamd]`: the table's presence turns the scanner on; each
+    key left out keeps its default (RSPAMD_DEFAULTS, SPAMD_DEFAULTS)."""
+    if not isinstance(value, dict):
+        raise ConfigError(file, where, value, f"a table ([{where}])")
+    settings = RSPAMD_DEFAULTS if kind == "rspamd" else SPAMD_DEFAULTS
+    address_key = "url" if kind == "rspamd" else "address"
+    known = (address_key, "timeout", "weight", "max_size", "on_failure")
+    for key, item in value.items():
+        at = f"{where}.{key}"
+        if key == address_key:
+            settings = replace(settings, address=_scanner_address(kind, item, file, at))
+        elif key == "timeout":
+            seconds = _bounded(item, file, at, MAX_SCANNER_TIMEOUT, unit="seconds: ")
+            settings = replace(settings, timeout=seconds)
+        elif key == "weight":
+            settings = replace(settings, weight=_bounded(item, file, at, MAX_WEIGHT, zero=True))
+        elif key == "max_size":
+            settings = replace(settings, max_size=_size(item, file, at))
+        elif key == "on_failure":
+            if item not in ("continue", "tempfail"):
+                raise ConfigError(file, at, item, '"continue" (default) or "tempfail"')
+            settings = replace(settings, on_failure=item)
+        else:
+            raise ConfigError(file, at, key, f"one of: {', '.join(known)}")
+    return settings
+
+
+def _scanner_address(kind: str, value: object, file: str, where: str) -> str:
+    """rspamd's `url` or spamd's `address`, checked now so a typo fails `config check`
+    rather than every message at run time."""
+    if kind == "rspamd":
+        expected = '"http://HOST:PORT" (rspamd\'s scanner, e.g. "http://127.0.0.1:11333")'
+        expected += ' or "unix:/path"'
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            rspamd_endpoint(value)
+        except ValueError:
+            raise ConfigError(file, where, value, expected) from None
+        return value
+    expected = '"HOST:PORT" (spamd, e.g. "127.0.0.1:783") or "unix:/path/spamd.sock"'
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return ClamdAddress(value).validate().text
+    except ValueError:
+        raise ConfigError(file, where, value, expected) from None
+
+
+def _bounded(
+    value: object, file: str, where: str, most: float, *, zero: bool = False, unit: str = ""
+) -> float:
+    """A finite number in (0, most], or [0, most] with `zero`."""
+    low = ">= 0" if zero else "> 0"
+    expected = f"{unit}a number {low} and <= {most:g}"
+    if not _is_number(value):
+        raise ConfigError(file, where, value, expected)
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or number > most or number < 0 or (number == 0 and not zero):
+        raise ConfigError(file, where, value, expected)
+    return number
+
+
+def _size(value: object, file: str, where: str) -> int:
+    """Bytes: a positive integer, or a string like "512k", "20M"."""
+    expected = 'a positive size in bytes (integer, or "512k", "20M")'
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) == 0:
+        raise ConfigError(file, where, value, expected)
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2}[m.group(2).lower()]
 
 
 def _return_codes(value: object, file: str, where: str) -> dict[str, float]:

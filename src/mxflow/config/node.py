@@ -293,6 +293,13 @@ def config_warnings(config: NodeConfig) -> list[str]:
             f"{config.file}: filter.clamd: not set; this gateway filters without a"
             ' malware scanner (set clamd = "unix:/run/clamav/clamd.ctl" or "HOST:PORT")'
         )
+    policy = config.filter
+    for name in ("rspamd", "spamd"):
+        if policy is not None and getattr(policy, name) is not None and not policy.enabled(name):
+            warnings.append(
+                f"{config.file}: filter.{name}: configured, but filter.checks does not list"
+                f' "{name}", so it never runs (add "{name}" to checks, or remove [filter.{name}])'
+            )
     return warnings
 
 

@@ -16,7 +16,8 @@ What the reference host does at MAIL and RCPT (Exchange Online's vocabulary):
   connector, lock-down or direct-send rule applies to it, it may send to any domain, but
   only as an address it owns (its mailbox, its aliases) — else `553 5.7.1` at MAIL.
 
-Directory lookups are indexed SQLite reads of a local file (microseconds), done inline.
+Directory lookups are indexed SQLite reads of a local file, or with a shared database reads
+of the node's copy in memory (microseconds either way), done inline.
 """
 
 from __future__ import annotations

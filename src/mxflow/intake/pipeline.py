@@ -18,6 +18,7 @@ from typing import Any
 
 from mxflow.intake.base import Filter, Stage, Transaction
 from mxflow.intake.filtering import refusal
+from mxflow.intake.limits import SharedLimits
 from mxflow.mail import Action, MessageContext, Phase, message_id_of
 from mxflow.queue.spool import Spool
 from mxflow.smtp.protocol import Session
@@ -39,12 +40,14 @@ class Intake:
         spool: Spool,
         trace: TraceStore,
         filter: Filter | None = None,
+        limits: SharedLimits | None = None,
     ) -> None:
         self.hostname = hostname
         self.stages = list(stages)
         self.spool = spool
         self.trace = trace
         self.filter = filter
+        self.limits = limits  # per-client limits counted in the shared database, if any
 
     def open(self, session: Session) -> Inbound:
         return Inbound(self, session)
@@ -78,10 +81,15 @@ class Inbound:
         hears 421 before it sends anything: mail it would send could not be traced."""
         if (why := self.intake.trace.refusal()) is not None:
             return reply_line(421, "4.3.0", f"Service temporarily unavailable: {why}")
+        ctx = self._context()
+        if self.intake.limits is not None:
+            refused = await self.intake.limits.admit(ctx)
+            if refused is not None:
+                return refused
         filter = self.intake.filter
         if filter is None:
             return None
-        verdict = await filter.evaluate(self._context(), Phase.CONNECT)
+        verdict = await filter.evaluate(ctx, Phase.CONNECT)
         if verdict.action is Action.REJECT:
             return reply_line(554, "5.7.1", verdict.reason or "Connection refused")
         if verdict.action is Action.TEMPFAIL:
@@ -194,6 +202,8 @@ class Inbound:
 
     def close(self) -> None:
         """The connection has ended: the filter's per-connection accounting ends with it."""
+        if self.intake.limits is not None:
+            self.intake.limits.release(self.ctx)
         closed = getattr(self.intake.filter, "connection_closed", None)
         if closed is not None:
             self.ctx.client_ip = self.session.peer_ip  # what the rate limiter counted

@@ -1,7 +1,9 @@
 """A tiny SMTP client for the lab's synthetic senders: sends bytes exactly as given.
 
 The lab needs to send what a real client library refuses to (a smuggling attempt with
-bare line ends), and to bind each sender's own 127.x source address.
+bare line ends), to bind each sender's own 127.x source address, and to know whether a
+session that broke had already sent the message (the server may have taken it: a sender
+that tries the next MX then may deliver it twice, which SMTP allows).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ class LabClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.greeting = ""
+        self.data_sent = False  # the message and its final dot were written
 
     @classmethod
     async def open(cls, host: str, port: int, *, source: str | None = None) -> LabClient:
@@ -21,7 +25,11 @@ class LabClient:
             host, port, local_addr=(source, 0) if source else None
         )
         client = cls(reader, writer)
-        await client.reply()
+        try:
+            client.greeting = await client.reply()
+        except BaseException:
+            writer.close()
+            raise
         return client
 
     async def reply(self) -> str:
@@ -60,6 +68,7 @@ class LabClient:
         if not answer.startswith("354"):
             return answer
         self.writer.write(data)
+        self.data_sent = True
         return await self.reply()
 
     async def close(self) -> None:

@@ -30,7 +30,15 @@ def filter_table() -> dict[str, Any]:
 
 
 def _base(
-    name: str, hostname: str, role: str, ip: str, *, port: int, dns: str, root: Path
+    name: str,
+    hostname: str,
+    role: str,
+    ip: str,
+    *,
+    port: int,
+    dns: str,
+    root: Path,
+    store_url: str | None = None,
 ) -> dict[str, Any]:
     return {
         "node": {"name": name, "hostname": hostname, "role": role},
@@ -38,15 +46,26 @@ def _base(
         "dns": {"resolver": dns},
         "delivery": {"source_address": ip, **FAST_DELIVERY},
         # one trace for every node of the lab: a message is one row across its hops
-        "store": {"url": str(root / "trace.sqlite")},
+        "store": {"url": store_url or str(root / "trace.sqlite")},
     }
 
 
-def gateway_config(world: World, root: Path, port: int, dns: str) -> NodeConfig:
+def gateway_table(
+    world: World,
+    root: Path,
+    port: int,
+    dns: str,
+    *,
+    node: tuple[str, str, str] | None = None,
+    store_url: str | None = None,
+) -> dict[str, Any]:
+    """The gateway's TOML as a dict; `node` = (name, hostname, address) of one node of
+    several (`--nodes 2`), which share everything else of it."""
     topo = world.topology
     party = topo.third_party(1)
     host_ip = topo.host.inbound_ips[0]
-    data = _base("gateway", party.mx[0], "gateway", party.ips[0], port=port, dns=dns, root=root)
+    name, hostname, ip = node or ("gateway", party.mx[0], party.ips[0])
+    data = _base(name, hostname, "gateway", ip, port=port, dns=dns, root=root, store_url=store_url)
     data |= {
         "accepted_domains": [{"domain": topo.domain, "type": "internal_relay"}],
         "routes": [
@@ -54,8 +73,14 @@ def gateway_config(world: World, root: Path, port: int, dns: str) -> NodeConfig:
             {"domains": ["*"], "mx": True, "port": port, "tls": "none"},
         ],
         "filter": filter_table(),
+        # one authserv-id for the service, whichever node checked the message
         "auth": {"authserv_id": party.mx[0]},
     }
+    return data
+
+
+def gateway_config(world: World, root: Path, port: int, dns: str) -> NodeConfig:
+    data = gateway_table(world, root, port, dns)
     return parse_config(data, "<lab gateway>", data_dir=root / "gateway")
 
 
@@ -90,7 +115,14 @@ def _third_party_connector(world: World, scenario: str) -> dict[str, Any]:
 
 
 def host_config(
-    world: World, root: Path, port: int, dns: str, *, scenario: str, outbound_ip: str
+    world: World,
+    root: Path,
+    port: int,
+    dns: str,
+    *,
+    scenario: str,
+    outbound_ip: str,
+    store_url: str | None = None,
 ) -> NodeConfig:
     topo = world.topology
     key_file = root / "host-dkim.key"
@@ -101,9 +133,9 @@ def host_config(
     if scenario != "1":
         archiver_ip = topo.third_party(2).ips[0]
         outbound = {"domains": ["*"], "smart_hosts": [f"{archiver_ip}:{port}"], "tls": "none"}
-    data = _base(
-        "host", topo.host.inbound, "host", topo.host.inbound_ips[0], port=port, dns=dns, root=root
-    )
+    ip = topo.host.inbound_ips[0]
+    data = _base("host", topo.host.inbound, "host", ip, port=port, dns=dns, root=root)
+    data["store"]["url"] = store_url or data["store"]["url"]
     data["delivery"]["source_address"] = outbound_ip
     data |= {
         "host": {"lock_down": True},

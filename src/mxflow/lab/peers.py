@@ -1,6 +1,14 @@
 """The lab's internet peers on the wire: senders that find the MX like a real MTA, and the
 recipients' MX hosts that record what arrives and judge it as a receiver would.
 
+A sender walks the MX list as RFC 5321 §5.1 says: lowest preference first, equal ones in
+random order (`delivery.mx.resolve_mx`), each host's addresses in turn. It goes on to the
+next when a host cannot be reached, greets with anything but 2xx, answers EHLO with 4xx,
+says 421 (closing) at any step, or drops the session; a 5xx or another 4xx reply ends the
+attempt. When every host failed it keeps the message and tries the list again later,
+for as long as it is told to (an MTA's queue, shortened). Each try is recorded, so the
+lab can show which MX took a message and which fallbacks happened.
+
 A recipient MX accepts every message and evaluates SPF, DKIM and DMARC on arrival (the
 client IP and HELO as it saw them), plus SPF against the reference's literal record, so
 the report can show what contoso.com's outbound mail looks like to the world. Bounces
@@ -14,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.asyncresolver
@@ -117,6 +127,139 @@ class RecipientMx:
             self.pending -= 1
 
 
+@dataclass
+class Attempt:
+    """One session with one MX host's address, and how it ended."""
+
+    mx: str  # the MX host's name
+    address: str
+    result: str  # the reply that ended it, or what went wrong on the wire
+    next_mx: bool = False  # a failure that sends the message on to the next MX host
+    after_data: bool = False  # it broke after the message was sent: it may have been taken
+    at: float = field(default_factory=time.time)  # wall clock of the reply that ended it
+
+
+@dataclass
+class Sent:
+    """A message's journey from one sender: its final reply and every try on the way."""
+
+    reply: str = ""
+    mx: str = ""  # the MX host that gave the final reply ("" when none did)
+    attempts: list[Attempt] = field(default_factory=list)
+    at: float = 0.0  # wall clock of the final reply
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply.startswith("2")
+
+    @property
+    def fell_back(self) -> bool:
+        """Taken by a host other than the first one tried."""
+        return self.accepted and bool(self.attempts) and self.attempts[0].mx != self.mx
+
+    @property
+    def maybe_twice(self) -> bool:
+        """A session broke after the message was sent and another host took it: the first
+        may have stored it too (the 250 was lost with the connection, RFC 1047)."""
+        return self.accepted and any(a.after_data for a in self.attempts[:-1])
+
+
+async def _targets(
+    resolver: dns.asyncresolver.Resolver, rcpt: str, host: str | None
+) -> list[tuple[str, str]]:
+    """(host name, address) in the order to try; raises MxError without a host."""
+    if host is not None:
+        answer = await resolver.resolve(host, "A")
+        return [(host, answer[0].to_text())]
+    hosts = await resolve_mx(resolver, rcpt.rpartition("@")[2])
+    return [(h.name, address) for h in hosts for address in h.addresses]
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """What a sender sends in every session: from where, as whom, to whom, which bytes."""
+
+    source: str
+    helo: str
+    mail_from: str
+    rcpt: str
+    data: bytes  # dot-stuffed, with its terminator
+    on_accept: Callable[[str], None] | None = None  # called with the MX host at its 2xx
+
+
+async def _session(mx: str, address: str, port: int, out: _Outgoing) -> Attempt:
+    """One SMTP session: EHLO and one transaction."""
+    try:
+        client = await LabClient.open(address, port, source=out.source)
+    except OSError as exc:
+        return Attempt(mx, address, f"cannot connect: {exc.strerror or exc}", next_mx=True)
+    try:
+        if not client.greeting.startswith("2"):  # 421 / 4xx / 554 instead of a greeting
+            return Attempt(mx, address, client.greeting, next_mx=True)
+        reply = await client.cmd(f"EHLO {out.helo}")
+        if not reply.startswith("250"):
+            return Attempt(mx, address, reply, next_mx=not reply.startswith("5"))
+        reply = await client.transaction(out.mail_from, [out.rcpt], out.data)
+        at = time.time()
+        if reply.startswith("2") and out.on_accept is not None:
+            out.on_accept(mx)  # before QUIT: the lab's kill lands right after this 250
+        lost = reply.startswith("000")
+        closing = reply.startswith("421") or lost
+        after_data = lost and client.data_sent
+        return Attempt(mx, address, reply, next_mx=closing, after_data=after_data, at=at)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        text = f"connection lost: {exc!r}"
+        return Attempt(mx, address, text, next_mx=True, after_data=client.data_sent)
+    finally:
+        await client.close()
+
+
+async def send_mx(
+    resolver: dns.asyncresolver.Resolver,
+    port: int,
+    *,
+    source: str,
+    helo: str,
+    mail_from: str,
+    rcpt: str,
+    raw: bytes,
+    host: str | None = None,
+    retry_for: float = 0.0,
+    retry_every: float = 1.0,
+    on_accept: Callable[[str], None] | None = None,
+) -> Sent:
+    """Send one message as an MTA would: the MX hosts of the recipient's domain (or
+    `host`) in order, from `source`; the list again every `retry_every` s for `retry_for`
+    s when no host took it nor refused it for good. `on_accept(mx)` runs as the 250 is
+    read, before the session ends."""
+    sent = Sent()
+    out = _Outgoing(source, helo, mail_from, rcpt, dot_stuff(raw), on_accept)
+    give_up = time.monotonic() + retry_for
+    while True:
+        try:
+            targets = await _targets(resolver, rcpt, host)
+        except MxError as exc:
+            sent.reply = f"{exc.status} {exc.text}"
+            targets = []
+            if exc.permanent:
+                sent.at = time.time()
+                return sent
+        for mx, address in targets:
+            attempt = await _session(mx, address, port, out)
+            sent.attempts.append(attempt)
+            if not attempt.next_mx:
+                sent.reply, sent.mx, sent.at = attempt.result, mx, attempt.at
+                break
+        else:
+            tried = "; ".join(f"{a.mx}: {a.result}" for a in sent.attempts[-len(targets) :])
+            sent.reply = f"451 4.4.1 no MX host took it ({tried})" if targets else sent.reply
+            sent.mx, sent.at = "", 0.0
+        if sent.reply[:1] in ("2", "5") or time.monotonic() >= give_up:
+            sent.at = sent.at or time.time()
+            return sent
+        await asyncio.sleep(retry_every)
+
+
 async def deliver(
     resolver: dns.asyncresolver.Resolver,
     port: int,
@@ -128,25 +271,9 @@ async def deliver(
     raw: bytes,
     host: str | None = None,
 ) -> str:
-    """Send one message as an MTA would: the MX of the recipient's domain (or `host`),
-    from `source`; the server's final reply (a refusal at any step ends it)."""
-    if host is None:
-        try:
-            hosts = await resolve_mx(resolver, rcpt.rpartition("@")[2])
-        except MxError as exc:
-            return f"{exc.status} {exc.text}"
-        address = hosts[0].addresses[0]
-    else:
-        answer = await resolver.resolve(host, "A")
-        address = answer[0].to_text()
-    try:
-        client = await LabClient.open(address, port, source=source)
-    except OSError as exc:
-        return f"421 cannot connect to {address}:{port}: {exc}"
-    try:
-        reply = await client.cmd(f"EHLO {helo}")
-        if not reply.startswith("250"):
-            return reply
-        return await client.transaction(mail_from, [rcpt], dot_stuff(raw))
-    finally:
-        await client.close()
+    """`send_mx` without retries: the final reply (a refusal at any step ends it)."""
+    sent = await send_mx(
+        resolver, port, source=source, helo=helo, mail_from=mail_from, rcpt=rcpt, raw=raw,
+        host=host,
+    )  # fmt: skip
+    return sent.reply

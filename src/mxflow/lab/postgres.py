@@ -21,15 +21,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxflow.errors import MxflowError
+from mxflow.errors import Unavailable
 
 PACKAGE = "postgresql"  # what to install when the binaries are missing (Debian)
 USER = "mxflow"
 DATABASE = "mxflow"
 
 
-class PostgresUnavailable(MxflowError):
-    """PostgreSQL's server binaries are not installed, or the cluster would not start."""
+class PostgresUnavailable(Unavailable):
+    """PostgreSQL's server binaries are not installed, or the cluster would not start
+    (exit status 3 when it reaches the command line: `mxflow lab run --nodes 2`)."""
 
 
 def server_binaries() -> Path | None:
@@ -91,6 +92,10 @@ class Cluster:
         data = str(self.root / "data")
         _run(self, ["pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "30", "start"])
 
+    def promote(self) -> None:
+        """Make this replica (see `start_replica`) a primary that accepts writes."""
+        _run(self, ["pg_ctl", "-D", str(self.root / "data"), "-w", "promote"])
+
     def remove(self) -> None:
         """Stop the server and delete its folder."""
         self.stop(mode="immediate")
@@ -114,18 +119,8 @@ def start_cluster(host: str = "127.0.0.1", port: int = 0, *, fsync: bool = True)
 
     `fsync = False` is for tests only: a crash of the machine could lose what it wrote.
     """
-    binaries = server_binaries()
-    if binaries is None:
-        raise PostgresUnavailable(
-            f"PostgreSQL's server is not installed: install Debian's {PACKAGE} package "
-            f"(apt-get install {PACKAGE})"
-        )
-    root = Path(tempfile.mkdtemp(prefix="mxflow-pg-"))
-    os.chmod(root, 0o755)
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    cluster = Cluster(root, host, port or free_port(host), binaries)
+    binaries = _binaries()
+    cluster = Cluster(_server_folder(), host, port or free_port(host), binaries)
     try:
         _initdb(cluster, fsync=fsync)
         cluster.start()
@@ -134,9 +129,55 @@ def start_cluster(host: str = "127.0.0.1", port: int = 0, *, fsync: bool = True)
         detail = getattr(e, "stderr", b"") or b""
         cluster.remove()
         raise PostgresUnavailable(
-            f"could not start PostgreSQL in {root}: {e} {detail.decode(errors='replace')}"
+            f"could not start PostgreSQL in {cluster.root}: {e} {detail.decode(errors='replace')}"
         ) from e
     return cluster
+
+
+def _binaries() -> Path:
+    binaries = server_binaries()
+    if binaries is None:
+        raise PostgresUnavailable(
+            f"PostgreSQL's server is not installed: install Debian's {PACKAGE} package "
+            f"(apt-get install {PACKAGE})"
+        )
+    return binaries
+
+
+def _server_folder() -> Path:
+    """A new temporary folder the server's user owns."""
+    root = Path(tempfile.mkdtemp(prefix="mxflow-pg-"))
+    os.chmod(root, 0o755)
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root, ignore_errors=True)
+            raise PostgresUnavailable(
+                f"no `postgres` user to run the server as (root may not): install Debian's"
+                f" {PACKAGE} package (apt-get install {PACKAGE})"
+            ) from None
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    return root
+
+
+def start_replica(primary: Cluster, host: str = "127.0.0.1") -> Cluster:
+    """A streaming replica of `primary`, started: `pg_basebackup -R` as an administrator
+    sets one up (docs/cluster.md). It serves reads and follows the primary until
+    `promote()`; the primary's initdb allows replication from loopback."""
+    replica = Cluster(_server_folder(), host, free_port(host), _binaries())
+    data = str(replica.root / "data")
+    source = ["-h", primary.host, "-p", str(primary.port), "-U", USER]
+    try:
+        _run(replica, ["pg_basebackup", *source, "-D", data, "-R", "-X", "stream", "-c", "fast"])
+        replica.start()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        detail = getattr(e, "stderr", b"") or b""
+        replica.remove()
+        raise PostgresUnavailable(
+            f"could not start a replica in {replica.root}: {e} {detail.decode(errors='replace')}"
+        ) from e
+    return replica
 
 
 def _initdb(cluster: Cluster, *, fsync: bool) -> None:

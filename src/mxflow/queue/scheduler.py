@@ -8,6 +8,10 @@ by next hop, one transaction per group. Per recipient: 2xx -> delivered, 5xx -> 
 attempt (the retry schedule, its last interval repeated) unless the message is older than
 the lifetime, in which case it is bounced with 4.4.7 made permanent.
 
+Draining (`mxflow queue drain`, seen in the control directory like the other requests)
+attempts every scheduled message at once and waits until none is left to attempt (held
+ones stay held) or the drain's timeout passes; the node then stops (roles/node.py).
+
 Stopping (SIGTERM) stops taking new work, lets in-flight attempts finish for a grace
 period, and cancels the rest: their messages stay in the spool and are retried at the
 next start, so nothing is lost, at worst delivered twice.
@@ -35,6 +39,7 @@ from mxflow.queue.spool import (
     RecipientState,
     Spool,
     SpoolError,
+    drain_requested,
 )
 from mxflow.smtp.client import Reply
 from mxflow.store.trace import (
@@ -80,6 +85,8 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._stopping = False
+        self.drain_asked = asyncio.Event()  # `mxflow queue drain` asked this node to leave
+        self.drain_timeout = 0.0
 
     def reconfigure(self, config: NodeConfig) -> None:
         """A reload: new routes, retry schedule and lifetime for the next attempts."""
@@ -170,7 +177,26 @@ class Scheduler:
     async def _control_loop(self) -> None:
         while not self._stopping:
             self.apply_requests()
+            if not self.drain_asked.is_set():
+                timeout = drain_requested(self.spool.path)
+                if timeout is not None:
+                    self.drain_timeout = timeout
+                    self.drain_asked.set()
             await asyncio.sleep(CONTROL_POLL)
+
+    async def drain(self, within: float) -> None:
+        """Attempt every scheduled message now, then wait until none is left to attempt
+        or `within` seconds have passed; what is left stays in the spool.
+
+        A message deferred during the drain is attempted again on its retry schedule
+        (not in a loop: the next hop said "later"); a held message is not attempted.
+        Call it after the listeners stopped, or new mail keeps it waiting.
+        """
+        for queue_id in list(self._scheduled):
+            self.retry_now(queue_id)
+        deadline = time.monotonic() + within
+        while (self._scheduled or self._active) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     def apply_requests(self) -> None:
         """Carry out the `mxflow queue` requests left in the spool's control directory.

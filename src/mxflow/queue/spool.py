@@ -6,6 +6,8 @@ Layout under the spool directory (plain files, so `mxflow queue` works on a runn
     state/<id>.json     per-recipient delivery state (absent: every recipient pending)
     control/<id>.<op>   a request from the CLI (`retry`, `flush`, `hold`, `release`,
                         `delete`) the owning worker picks up
+    control/drain       `mxflow queue drain`: every worker of the node stops accepting,
+                        delivers what it holds and exits (JSON: the timeout)
 
 A message file is written in place under its final name (no temporary file and rename):
 on ext4 the fsync of a new file also commits its directory entry, so a message costs ONE
@@ -133,6 +135,39 @@ CONTROL_OPS = ("retry", "flush", "hold", "release", "delete")
 
 class SpoolError(MxflowError):
     """A spool file is missing, incomplete or not a spool file."""
+
+
+# `mxflow queue drain` leaves this in the control directory. Unlike the per-message
+# requests it is not taken by one worker: every worker of the node must see it, so it
+# stays until the node has stopped (the process that owns the data dir removes it, and
+# removes a stale one at start: a drain asked of a node that then died is not carried
+# out by the next start).
+DRAIN_REQUEST = "drain"
+
+
+def request_drain(spool_dir: Path, timeout: float) -> None:
+    """Ask the node running on `spool_dir` to drain within `timeout` seconds."""
+    control = spool_dir / "control"
+    tmp = control / f".drain.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"timeout": timeout, "asked": time.time()}))
+    os.replace(tmp, control / DRAIN_REQUEST)
+
+
+def drain_requested(spool_dir: Path) -> float | None:
+    """The timeout of the pending drain request, or None when there is none."""
+    try:
+        data = json.loads((spool_dir / "control" / DRAIN_REQUEST).read_text())
+        return max(0.0, float(data["timeout"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return 0.0  # a damaged request still asks to drain: deliver nothing more, stop
+
+
+def clear_drain(spool_dir: Path) -> None:
+    """Forget a drain request (the node stopped, or a stale one found at start)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(spool_dir / "control" / DRAIN_REQUEST)
 
 
 _counter = itertools.count(secrets.randbelow(1 << 16))

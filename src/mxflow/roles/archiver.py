@@ -14,13 +14,15 @@ from mxflow.intake.base import Stage
 from mxflow.intake.journal import JournalStage
 from mxflow.intake.store import StoreStage
 from mxflow.store.archive import Archive
+from mxflow.store.sql import Database
 
 
-def open_archive(config: NodeConfig) -> Archive:
-    """The node's archive (`[archive] dir`, default `<data_dir>/archive`)."""
+def open_archive(config: NodeConfig, database: Database | None = None) -> Archive:
+    """The node's archive (`[archive] dir`, default `<data_dir>/archive`); with a shared
+    database its index is there, one chain for every archiver (files stay on this disk)."""
     settings = config.archive
     root = settings.dir if settings is not None else config.data_dir / "archive"
-    return Archive(root, fsync=config.server.fsync)
+    return Archive(root, fsync=config.server.fsync, database=database, node=config.name)
 
 
 def archiver_stages(archive: Archive, config: NodeConfig, *, store: StoreStage) -> list[Stage]:

@@ -19,6 +19,7 @@ from mxflow.config import NodeConfig
 from mxflow.delivery.router import Router
 from mxflow.dns.resolver import resolver_from_endpoint
 from mxflow.intake.base import Filter, QuarantineSink
+from mxflow.intake.limits import ClientLimits, SharedLimits
 from mxflow.intake.lockdown import HostScreen
 from mxflow.intake.pipeline import Intake
 from mxflow.intake.screen import RelayScreen
@@ -28,14 +29,15 @@ from mxflow.queue.spool import Spool
 from mxflow.roles.archiver import archiver_stages, open_archive
 from mxflow.roles.gateway import gateway_stages
 from mxflow.roles.host import host_stages
-from mxflow.roles.node import Node, NodeParts, Wiring, ensure_certificates
+from mxflow.roles.node import Node, NodeParts, Service, Wiring, ensure_certificates
 from mxflow.smtp.capacity import ConnectionBudget
 from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.protocol import Screen
 from mxflow.smtp.reader import Spill
 from mxflow.smtp.server import SmtpServer
 from mxflow.store.archive import Archive
-from mxflow.store.directory import Directory, sync_config
+from mxflow.store.counters import ConnectionCounters
+from mxflow.store.directory import Directory, SharedDirectory, sync_config
 from mxflow.store.registry import check_shared
 from mxflow.store.sql import Database, open_database
 from mxflow.store.trace import TraceStore
@@ -47,8 +49,8 @@ def _filter_and_quarantine(
     trace: TraceStore,
     database: Database | None = None,
 ) -> tuple[Filter | None, QuarantineSink | None]:
-    """The node's filter and quarantine from `[filter]` (none without one); the quarantine
-    is in the shared `database` when there is one.
+    """The node's filter and quarantine from `[filter]` (none without one); with a shared
+    database the quarantine is there and the classifier learns there (checks/learning.py).
 
     The checks are imported only then, so a node without a filter never loads them.
     """
@@ -57,7 +59,8 @@ def _filter_and_quarantine(
     from mxflow.checks.node import node_pipeline, node_quarantine
 
     quarantine = node_quarantine(config, trace, database)
-    return node_pipeline(config, resolver, quarantine), quarantine
+    shared = {"database": database} if database is not None else {}
+    return node_pipeline(config, resolver, quarantine, **shared), quarantine
 
 
 @dataclass
@@ -71,17 +74,22 @@ class Shared:
     directory: Directory | None = None  # the host's, opened once
     archive: Archive | None = None  # the archiver's, opened once
     database: Database | None = None  # the PostgreSQL database nodes share, if any
+    counters: ConnectionCounters | None = None  # per-client counts in that database
 
     def open_archive(self, config: NodeConfig) -> Archive:
         """The archiver's journal, opened once and kept across reloads."""
         if self.archive is None:
-            self.archive = open_archive(config)
+            self.archive = open_archive(config, self.database)
         return self.archive
 
     def open_directory(self, config: NodeConfig) -> Directory:
-        """The host's directory with the config's entries in force (again on a reload)."""
+        """The host's directory with the config's entries in force (again on a reload):
+        its SQLite file, or the shared database's, looked up in a copy kept current."""
         if self.directory is None:
-            self.directory = Directory.in_data_dir(config.data_dir)
+            if self.database is not None:
+                self.directory = SharedDirectory(self.database)
+            else:
+                self.directory = Directory.in_data_dir(config.data_dir)
         sync_config(self.directory, config)
         return self.directory
 
@@ -129,8 +137,52 @@ def build_wiring(
         spool=shared.spool,
         trace=shared.trace,
         filter=filter,
+        limits=_shared_limits(config, shared.counters, filter),
     )
     return Wiring(config, screen, intake, filter, quarantine)
+
+
+def _shared_limits(
+    config: NodeConfig, counters: ConnectionCounters | None, filter: Filter | None
+) -> SharedLimits | None:
+    """Per-client limits counted for every node (with a shared database): the server's
+    `[limits]` and, when the filter has a rate check, that check's."""
+    if counters is None:
+        return None
+    rate = getattr(filter, "rate", None)
+    policy = getattr(rate, "policy", None)
+    return SharedLimits(
+        counters,
+        ClientLimits(
+            config.limits.max_connections_per_ip,
+            filter_open=getattr(policy, "max_connections_per_ip", None),
+            filter_rate=getattr(policy, "max_connections_per_minute", None),
+        ),
+    )
+
+
+def _shared_services(
+    config: NodeConfig, database: Database | None, worker: int
+) -> tuple[list[Service], ConnectionCounters | None]:
+    """With a shared database: the process's connection counts there (its lease), and the
+    database itself, closed last (services stop in reverse)."""
+    if database is None:
+        return [], None
+    counters = ConnectionCounters(database, f"{config.name}/{worker}")
+    return [_Closing(database), counters], counters
+
+
+class _Closing:
+    """The shared database as a service: closed (its pools) when the node stops."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.database.aclose()
 
 
 def open_shared_database(config: NodeConfig) -> Database | None:
@@ -179,8 +231,11 @@ def build_node(
     )
     router = Router(config, pool, resolver, mailboxes=config.role == "host")
     scheduler = Scheduler(config, spool, trace, router)
-    shared = Shared(resolver, spool, trace, scheduler, database=database)
+    services, counters = _shared_services(config, database, worker)
+    shared = Shared(resolver, spool, trace, scheduler, database=database, counters=counters)
     wiring = build_wiring(config, shared, filter=filter, quarantine=quarantine)
+    if isinstance(shared.directory, SharedDirectory):
+        services.append(shared.directory)  # follows changes made on other nodes
     budget = ConnectionBudget(config.limits.max_connections)
     spill = Spill(config.data_dir / "incoming")
     servers = [
@@ -198,6 +253,6 @@ def build_node(
         for listener in config.listeners
     ]
     parts = NodeParts(
-        config, spool, trace, pool, scheduler, servers, wiring, worker, workers, database
+        config, spool, trace, pool, scheduler, servers, wiring, worker, workers, services
     )
     return Node(parts, rewire=lambda new: build_wiring(new, shared))

@@ -3,7 +3,9 @@
 Every role runs this; what a role is (its intake stages, its delivery targets) is decided
 by the composition root, roles/build.py, which hands the parts in. `Node.run()` serves
 until SIGTERM/SIGINT, then stops gracefully: listeners close, sessions finish their
-transaction, in-flight deliveries get a grace period and the rest stay spooled.
+transaction, in-flight deliveries get a grace period and the rest stay spooled. Or until
+`mxflow queue drain` asks it to leave: the listeners close first (senders go to the next
+MX), then it delivers what it holds, up to the drain's timeout, and stops the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from mxflow import metrics
 from mxflow.config import Listener, NodeConfig, load_config
@@ -23,12 +26,11 @@ from mxflow.errors import ConfigError
 from mxflow.intake.base import Filter, QuarantineSink
 from mxflow.intake.pipeline import Intake
 from mxflow.queue.scheduler import Scheduler
-from mxflow.queue.spool import Spool
+from mxflow.queue.spool import Spool, clear_drain
 from mxflow.smtp.client import ConnectionPool
 from mxflow.smtp.protocol import Screen
 from mxflow.smtp.server import SmtpServer
 from mxflow.smtp.tls import generate_self_signed
-from mxflow.store.sql import Database
 from mxflow.store.trace import TraceStore
 
 log = logging.getLogger("mxflow.node")
@@ -59,6 +61,15 @@ class Wiring:
     quarantine: QuarantineSink | None = None
 
 
+class Service(Protocol):
+    """A part with a life of its own (the shared counters' lease, the directory's refresh,
+    the shared database): started before the listeners, stopped after them, in reverse."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class NodeParts:
     """What a node is made of, built once by the composition root (roles/build.py)."""
@@ -72,7 +83,7 @@ class NodeParts:
     wiring: Wiring
     worker: int = 0
     workers: int = 1
-    database: Database | None = None  # the PostgreSQL database nodes share: closed at stop
+    services: list[Service] = field(default_factory=list)
 
 
 class Node:
@@ -86,11 +97,11 @@ class Node:
         self.workers = parts.workers
         self.spool = parts.spool
         self.trace = parts.trace
-        self.database = parts.database
         self.pool = parts.pool
         self.scheduler = parts.scheduler
         self.servers = parts.servers
         self.wiring = parts.wiring
+        self.services = parts.services
         self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
         self._learning: asyncio.Task[None] | None = None
@@ -179,6 +190,8 @@ class Node:
         return self.servers[0].listener.address
 
     async def start(self) -> None:
+        for service in self.services:
+            await service.start()
         await self.scheduler.start()
         if self.quarantine is not None and self.worker == 0:
             self._expiry = asyncio.create_task(self._expire_quarantine())
@@ -216,8 +229,8 @@ class Node:
         self.pool.close()
         self.spool.close()
         await asyncio.to_thread(self.trace.close)  # writes the backlog: may wait on the database
-        if self.database is not None:
-            await self.database.aclose()
+        for service in reversed(self.services):
+            await service.stop()
         self._stopped.set()
 
     async def __aenter__(self) -> Node:
@@ -227,8 +240,37 @@ class Node:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def drain(self, within: float, grace: float = 10.0) -> None:
+        """Leave the service without losing mail: close the listeners (new connections are
+        refused, so senders use the next MX), let sessions in a transaction finish for
+        `grace` s, then deliver what this worker holds for up to `within` s."""
+        log.info(
+            "node %s worker %d draining: listeners closed; delivering %d spooled message(s)"
+            " for up to %.0f s",
+            self.config.name,
+            self.worker,
+            len(self.spool.owned_ids()),
+            within,
+        )
+        await asyncio.gather(*(s.stop(grace) for s in self.servers))
+        await self.scheduler.drain(within)
+
+    def _drained(self) -> None:
+        """After a drain: say what stayed in the spool (delivered at the next start)."""
+        left = self.spool.owned_ids()
+        log.info(
+            "node %s worker %d drained: %d message(s) left in the spool%s",
+            self.config.name,
+            self.worker,
+            len(left),
+            f" ({', '.join(left[:20])}{' ...' if len(left) > 20 else ''})" if left else "",
+        )
+        if self.workers == 1:  # with workers, the supervisor clears it when all are done
+            clear_drain(self.spool.path)
+
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        """Serve until SIGTERM or SIGINT, or until a drain is asked; then stop gracefully
+        (a SIGTERM during a drain cuts it short: what is left stays spooled)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -237,5 +279,17 @@ class Node:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        asked = asyncio.ensure_future(self.scheduler.drain_asked.wait())
+        await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
+        draining = not stop.is_set()
+        if draining:
+            drain = asyncio.ensure_future(self.drain(self.scheduler.drain_timeout))
+            await asyncio.wait({stopped, drain}, return_when=asyncio.FIRST_COMPLETED)
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+        for task in (stopped, asked):
+            task.cancel()
         await self.stop()
+        if draining:
+            self._drained()

@@ -141,6 +141,20 @@ class PostgresDatabase(Database):
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
             raise StoreUnavailable(f"PostgreSQL at {self.display}: {e}") from e
 
+    async def astatement(self, sql: str, args: Args = ()) -> list[Row]:
+        """One statement in autocommit: one round trip instead of BEGIN, it, COMMIT."""
+        try:
+            pool = await self._async_pool()
+            async with pool.connection() as conn:
+                await conn.set_autocommit(True)
+                try:
+                    cur = await conn.execute(to_pyformat(sql), tuple(args))
+                    return await cur.fetchall() if cur.description else []
+                finally:
+                    await conn.set_autocommit(False)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as e:
+            raise StoreUnavailable(f"PostgreSQL at {self.display}: {e}") from e
+
     def lock(self, tx: Cursor, name: str) -> None:
         """A transaction-scoped advisory lock: two nodes migrating at once take turns."""
         tx.query("SELECT pg_advisory_xact_lock(?)", (zlib.crc32(name.encode()),))

@@ -207,13 +207,13 @@ class Quarantine:
     async def quarantine(self, ctx: MessageContext, verdict: Verdict) -> str:
         """Store the message with its verdict, durably; returns the quarantine id.
 
-        On PostgreSQL one INSERT on the event loop's async pool (no thread); with files,
-        the fsyncs run in a worker thread. `StoreUnavailable` when the database cannot
-        take it: the SMTP side answers 4xx."""
+        On PostgreSQL one INSERT on the event loop's async pool, in autocommit (one round
+        trip, no thread); with files, the fsyncs run in a worker thread. `StoreUnavailable`
+        when the database cannot take it: the SMTP side answers 4xx."""
         if not self.shared:
             return await asyncio.to_thread(self.store, ctx, verdict)
         row, detail = self._row(ctx, verdict, time.time())
-        await self.db.aexecute(_INSERT_SHARED, (*row, ctx.raw))
+        await self.db.astatement(_INSERT_SHARED, (*row, ctx.raw))
         self._event(_entry(row), "quarantined", detail)
         return str(row[0])
 

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from mxflow.errors import MxflowError
+from mxflow.errors import MxflowError, Unavailable
 
 Row = tuple[Any, ...]
 Args = Sequence[object]
@@ -37,10 +37,11 @@ class StoreError(MxflowError):
     """A store's database refused an operation."""
 
 
-class StoreUnavailable(StoreError):
-    """The database cannot be reached now (down, pool exhausted, locked): try again later."""
+class StoreUnavailable(StoreError, Unavailable):
+    """The database cannot be reached now (down, pool exhausted, locked): try again later.
 
-    exit_status = 3  # as `mxflow --help` says of what is missing at run time
+    An `Unavailable` (exit status 3), so a node that cannot reach its database at start is
+    restarted by its service manager rather than taken for a bad configuration."""
 
 
 class Cursor(Protocol):
@@ -72,8 +73,20 @@ def to_pyformat(sql: str) -> str:
 
 
 def statements(script: str) -> list[str]:
-    """A migration script's statements (split at `;` ending a line; no `;` inside strings)."""
-    return [s.strip() for s in re.split(r";\s*$", script, flags=re.M) if s.strip()]
+    """A migration script's statements (split at `;` ending a line; no `;` inside strings).
+
+    A `$$`-quoted body (a PostgreSQL function's) stays whole: its own lines end in `;`."""
+    found: list[str] = []
+    pending = ""
+    for piece in re.split(r";\s*$", script, flags=re.M):
+        pending = f"{pending};\n{piece}" if pending else piece
+        if pending.count("$$") % 2 == 0:
+            if pending.strip():
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        found.append(pending.strip())
+    return found
 
 
 class Database:
@@ -103,6 +116,11 @@ class Database:
 
     def atransaction(self) -> contextlib.AbstractAsyncContextManager[AsyncCursor]:
         raise NotImplementedError
+
+    async def astatement(self, sql: str, args: Args = ()) -> list[Row]:
+        """One statement that commits on its own. On PostgreSQL it is one network round trip
+        (no BEGIN and COMMIT around it), for the SMTP hot path: connection counting."""
+        return await self.aquery(sql, args)
 
     def run_script(self, tx: Cursor, script: str) -> None:
         for statement in statements(script):
@@ -185,6 +203,25 @@ class SqliteDatabase(Database):
             with self._guard:
                 self._all.append(db)
         return db
+
+    def execute(self, sql: str, args: Args = ()) -> int:
+        with self._single():
+            return self._connection().execute(sql, tuple(args)).rowcount
+
+    def query(self, sql: str, args: Args = ()) -> list[Row]:
+        """One statement in autocommit: in WAL mode a read never waits for the write lock,
+        so the host's directory lookups (inline, at RCPT) cost what a plain read costs."""
+        with self._single():
+            return self._connection().execute(sql, tuple(args)).fetchall()
+
+    @contextlib.contextmanager
+    def _single(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreUnavailable(f"{self.path}: {e}") from e
+            raise
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Cursor]:
