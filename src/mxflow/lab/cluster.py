@@ -53,6 +53,8 @@ from mxflow.lab.world import CONTOSO_MAILBOXES, DNS_IP, World, host_outbound_ip
 from mxflow.records.topology import Topology
 from mxflow.roles.build import build_node
 from mxflow.roles.node import Node
+from mxflow.store.quarantine import Quarantine
+from mxflow.store.sql import open_database
 from mxflow.store.trace import TraceEvent, query_events
 from mxflow.store.trace_query import group_events
 
@@ -301,29 +303,53 @@ def _found(env: ClusterEnv) -> dict[str, list[str]]:
         for folder, where in ((INBOX, "inbox"), (JUNK, "junk")):
             for raw in read_maildir(root, f"{box}@{domain}", folder):
                 note(where, raw)
-    for gateway in env.gateways:
-        # TODO-merge: the quarantine moves onto PostgreSQL with the pgstore branch; if the
-        # message files leave the node's data dir, read them through its store instead.
-        for path in sorted((gateway.data_dir / "quarantine").rglob("*.eml")):
-            note("quarantine", path.read_bytes())
+    for quarantine in dict.fromkeys(_quarantines(env)):
+        for raw in _held(quarantine):
+            note("quarantine", raw)
     return found
 
 
-def read_traces(configs: list[Path]) -> tuple[list[list[TraceEvent]], list[str]]:
+def _quarantines(env: ClusterEnv) -> list[Path | str]:
+    """Each gateway's quarantine: its folder, or the PostgreSQL database they share."""
+    found: list[Path | str] = []
+    for gateway in env.gateways:
+        config = load_config(gateway.config, data_dir=gateway.data_dir)
+        found.append(config.shared_database or gateway.data_dir / "quarantine")
+    return found
+
+
+def _held(where: Path | str) -> list[bytes]:
+    """Every message a quarantine holds, read through the store (files or rows)."""
+    if isinstance(where, Path):
+        return [path.read_bytes() for path in sorted(where.rglob("*.eml"))]
+    db = open_database(where)
+    try:
+        quarantine = Quarantine(".", database=db)
+        return [quarantine.show(e.id)[1] for e in quarantine.list(state=None)]
+    finally:
+        db.close()
+
+
+def read_traces(sources: list[Path | str]) -> tuple[list[list[TraceEvent]], list[str]]:
     """Every message's trace events, joined across nodes (trace_query.group_events).
 
-    TODO-merge: until the trace is on PostgreSQL (pgstore branch), a node with a
-    PostgreSQL `[store] url` writes its trace to its own trace.sqlite, so this reads each
-    node's and joins them; after the merge every node's `trace_db` is the one shared store
-    and this should read it once through the trace query API. Returns the messages'
-    events and the stores read.
-    """
+    Each source is a node's trace: the PostgreSQL URL every node with that `[store] url`
+    writes to (read once), or a SQLite file. Returns the messages' events and the stores
+    read (a URL without its password)."""
     events: list[TraceEvent] = []
     stores = []
-    for path in dict.fromkeys(configs):
-        if path.exists():
-            events += query_events(path, "1 = 1", ())
-            stores.append(str(path))
+    for source in dict.fromkeys(sources):
+        if isinstance(source, Path):
+            if source.exists():
+                events += query_events(source, "1 = 1", ())
+                stores.append(str(source))
+            continue
+        db = open_database(source)
+        try:
+            events += query_events(db, "1 = 1", ())
+            stores.append(str(getattr(db, "display", source)))
+        finally:
+            db.close()
     return group_events(events), stores
 
 
@@ -348,9 +374,10 @@ async def run_cluster(
         drains = list(await asyncio.gather(*(g.drain(DRAIN_TIMEOUT) for g in env.gateways)))
         await _settle(env.host)
         found = await asyncio.to_thread(_found, env)
-        trace_dbs = [load_config(g.config, data_dir=g.data_dir).trace_db for g in env.gateways]
-        trace_dbs.append(env.host.config.trace_db)
-    traces, stores = await asyncio.to_thread(read_traces, trace_dbs)
+        configs = [load_config(g.config, data_dir=g.data_dir) for g in env.gateways]
+        configs.append(env.host.config)
+        sources: list[Path | str] = [c.shared_database or c.trace_db for c in configs]
+    traces, stores = await asyncio.to_thread(read_traces, sources)
     return ClusterRun(
         database=database or "",
         mx=mx_records(world, zones),
