@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -229,3 +230,26 @@ async def test_a_quarantine_folder_from_before_migrations_is_adopted(tmp_path: P
 
     assert await release_recipient(q, "abc123", "bob@contoso.com", reinject) == "NEWQ"
     assert sent == ["bob@contoso.com"] and q.get("abc123").state == "released"
+
+
+async def test_a_release_claim_left_by_a_dead_node_is_taken_over(
+    two_nodes: tuple[Quarantine, Quarantine],
+) -> None:
+    """A node that died between claiming and re-injecting leaves the message 'releasing':
+    a fresh claim is respected, one older than CLAIM_TIMEOUT is taken over."""
+    from mxflow.store.quarantine import CLAIM_TIMEOUT
+
+    a, b = two_nodes
+    qid = a.store(ctx(), SPAM)
+
+    async def reinject(mail_from: str, rcpts: list[str], raw: bytes) -> str:
+        return "NEWQ"
+
+    claimed = time.time()
+    a.db.execute("UPDATE quarantine SET state = 'releasing', released_ts = ?", (claimed,))
+    with pytest.raises(QuarantineError, match="releasing, not held"):
+        await b.release(qid, reinject)
+    stale = claimed - CLAIM_TIMEOUT - 1
+    a.db.execute("UPDATE quarantine SET released_ts = ?", (stale,))
+    assert await b.release(qid, reinject) == "NEWQ"
+    assert a.get(qid).state == "released"
