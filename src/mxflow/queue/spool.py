@@ -50,6 +50,7 @@ from mxflow.durable import fsync_dir
 from mxflow.errors import MxflowError
 
 MAGIC = b"MXSPOOL 1\n"
+REMOVE_INTERVAL = 0.1  # s: delivered messages are unlinked in batches at most this often
 
 PENDING = "pending"
 DEFERRED = "deferred"
@@ -75,7 +76,9 @@ class Envelope:
     action: str = ""  # the filter's verdict when one ran ("deliver", "junk")
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
+        # vars, not asdict: the fields are plain values, and asdict's deep copy cost 11 µs
+        # of the 14 on every message's way to its fsync
+        return json.dumps(vars(self), separators=(",", ":")).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> Envelope:
@@ -520,11 +523,15 @@ class Spool:
                 p.unlink()
 
     def remove_later(self, queue_id: str, *, has_state: bool = True) -> None:
-        """Forget a finished message from a background thread.
+        """Forget a finished message from a background thread, in batches.
 
         An unlink right after other files' fsyncs can wait on the journal for a
-        millisecond or more; done on the event loop it stalls every session. A removal lost
-        in a crash only means one more delivery of that message (at-least-once).
+        millisecond or more; done on the event loop it stalls every session. Removals are
+        gathered for `REMOVE_INTERVAL` and done together: one thread hand-off per message
+        (a task, a worker thread woken, the event loop woken back) cost a lone sender
+        about 5 context switches and 0.1 ms of CPU a message, beside its critical path.
+        A removal lost in a crash only means one more delivery of that message
+        (at-least-once), so the wait costs nothing in safety.
         """
         self._removals.append((queue_id, has_state))
         if self._remover is None or self._remover.done():
@@ -537,6 +544,7 @@ class Spool:
             )
         loop = asyncio.get_running_loop()
         while self._removals:
+            await asyncio.sleep(REMOVE_INTERVAL)
             batch, self._removals = self._removals, []
             await loop.run_in_executor(self._remover_executor, self._remove_batch, batch)
 
@@ -599,6 +607,9 @@ class Spool:
 
     def close(self) -> None:
         """Finish pending writes and removals (call after the event loop work is done)."""
+        if self._remover is not None and not self._remover.done():
+            with contextlib.suppress(RuntimeError):  # its loop already closed
+                self._remover.cancel()  # what it was waiting to remove is removed here
         self._removals += [(q, False) for q in (*self._reserved, *self._fresh, *self._handed_out)]
         self._reserved.clear()
         self._fresh.clear()

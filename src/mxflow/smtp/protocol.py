@@ -3,9 +3,9 @@
 `SmtpProtocol.handle(line)` takes one command line and returns a `Step`: the replies to
 send and what the I/O layer must do next (read the message data, start TLS, close). It
 never touches a socket and never awaits, so every command can be tested without one
-(tests/engine/test_protocol.py), and the server (server.py) is only the loop that moves
-bytes — the same split as dnspython's resolution logic shared by its sync and async
-resolvers.
+(tests/engine/test_protocol.py), and the connection (connection.py) only moves bytes,
+answering a plain command within the callback that read it — the same split as
+dnspython's resolution logic shared by its sync and async resolvers.
 
 Everything a client sends is an attack until validated: CR, LF and NUL inside a command
 (`MAIL FROM:<a\\rb@x>`) are refused with `501 5.5.2` before anything reads the argument,

@@ -1,10 +1,12 @@
-"""Inbound ESMTP: a small server on asyncio streams that spools before it says 250.
+"""Inbound ESMTP: a listener of our own that spools before it says 250.
 
 Why not aiosmtpd: it reads DATA line by line (one `readuntil` per line), which caps 100 KB
 messages at about 200 msg/s on two cores, and its hooks run after it has already decided
-what ends the data. This server reads DATA in large chunks into one buffer and finds the
-end with one `find` (reader.py), so the cost per message is a few C-level passes
-over the bytes, whatever their line count. The protocol surface is small and ours.
+what ends the data. This server finds the end of DATA with one `find` over a buffer
+(reader.py), so the cost per message is a few C-level passes over the bytes, whatever
+their line count; and each connection is an `asyncio.Protocol` (connection.py) that
+answers plain commands within the callback that read them, without waking a task. The
+protocol surface is small and ours.
 
 SMTP smuggling: only `<CRLF>.<CRLF>` ends the data. Any bare CR or bare LF inside the data
 (which every smuggling variant — `<LF>.<LF>`, `<LF>.<CRLF>`, `<CR>.<CR>`, `<CR>.<CRLF>`,
@@ -15,13 +17,14 @@ what the client sent, and a downstream that parses line ends differently sees no
 NUL: a NUL byte anywhere in DATA is refused the same way (550 5.6.0): software that
 strips NUL joins lines and can find a second message; BINARYMIME is not offered.
 
-AUTH: the password check (a memory-hard hash) is the node's `Authenticator`, awaited here
+AUTH: the password check (a memory-hard hash) is the node's `Authenticator`, awaited
 (it hashes in a worker thread), never on the event loop; a SASL challenge is sent at
 once, whatever the client pipelined, since the client waits for it.
 
-This module is the socket loop only: the command state machine is protocol.py, and what
-becomes of a connection, an envelope and a message is the node's intake (`Inbound`),
-handed in by the role.
+This module is the listener (admission, the per-address and global limits, shutdown, the
+session log); connection.py moves one client's bytes; the command state machine is
+protocol.py, and what becomes of a connection, an envelope and a message is the node's
+intake (`Inbound`), handed in by the role.
 """
 
 from __future__ import annotations
@@ -29,28 +32,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from mxflow.config import Limits, Listener
 from mxflow.smtp.capacity import ConnectionBudget
+from mxflow.smtp.connection import Connection
 from mxflow.smtp.protocol import (
     AuthenticatingScreen,
     Authenticator,
     Features,
-    Next,
     Screen,
     Session,
     SmtpProtocol,
-    Step,
 )
-from mxflow.smtp.reader import READ_CHUNK, Closed, InputBuffer, LineTooLong, Spill
-from mxflow.smtp.sasl import AuthOutcome
-from mxflow.smtp.tls import server_context, tls_info
+from mxflow.smtp.reader import Closed, LineTooLong, Spill
+from mxflow.smtp.tls import server_context
 
 log = logging.getLogger("mxflow.smtp")
 
@@ -70,18 +69,6 @@ class Inbound(Protocol):
 
 
 OpenInbound = Callable[[Session], Inbound]
-
-
-@dataclass
-class _Chunks:
-    """The BDAT chunks of one transaction so far (dropped past the size limit)."""
-
-    data: bytearray = field(default_factory=bytearray)
-    too_big: bool = False
-
-    def clear(self) -> None:
-        self.data.clear()
-        self.too_big = False
 
 
 class SmtpServer:
@@ -125,7 +112,7 @@ class SmtpServer:
         self._use_screen(screen)
         self._server: asyncio.Server | None = None
         self._per_ip: dict[str, int] = {}
-        self._sessions: dict[asyncio.Task[None], SmtpProtocol | None] = {}
+        self._sessions: dict[Connection, None] = {}  # admitted, in the order they came
         self._accepting = True
         self.full_refusals = 0
         self.internal_errors = 0
@@ -149,16 +136,20 @@ class SmtpServer:
             self.authenticator = screen.authenticator
         self.features = replace(self.features, auth=self.authenticator is not None)
 
+    @property
+    def spill(self) -> Spill | None:
+        return self._spill
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(self),
             host=self.listener.address,
             port=self.listener.port,
             ssl=self.ssl_context if self.listener.tls == "implicit" else None,
             reuse_address=True,
             reuse_port=self.reuse_port,
             backlog=1024,
-            limit=READ_CHUNK,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -167,69 +158,39 @@ class SmtpServer:
         self._accepting = False
         if self._server is not None:
             self._server.close()
-        for task, proto in list(self._sessions.items()):
-            if proto is not None:
-                proto.accepting = False
-            if proto is None or proto.session.mail_from is None:
-                task.cancel()  # idle between transactions: close it now
+        for conn in list(self._sessions):
+            conn.shutdown()  # idle between transactions: closed now
         if self._sessions:
-            _, pending = await asyncio.wait(set(self._sessions), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            finished = {conn.finished for conn in self._sessions}
+            await asyncio.wait(finished, timeout=grace)
+            for conn in list(self._sessions):
+                conn.cancel()
+            await asyncio.gather(*finished, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     # ----------------------------------------------------------------- session
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        session = Session(peer_ip=str(peer[0]), peer_port=int(peer[1]))
-        if not self.budget.admit():
-            self._refuse_full(session, writer)
-            return
-        self._sessions[task] = None
-        if self.listener.tls == "implicit":
-            session.tls = tls_info(writer.get_extra_info("ssl_object"))
-        started = time.monotonic()
-        self._per_ip[session.peer_ip] = self._per_ip.get(session.peer_ip, 0) + 1
-        inbound: Inbound | None = None
-        try:
-            refusal = self._opening_refusal(session)
-            if refusal is not None:
-                writer.write(refusal.encode() + b"\r\n")
-                reason = refusal[10:]
-            else:
-                proto = SmtpProtocol(self.features, self.screen, session, self.authenticator)
-                self._sessions[task] = proto
-                inbound = self.open_inbound(session)
-                inp = InputBuffer(reader, spill=self._spill, idle=self.limits.timeout)
-                reason = await self._converse(proto, inbound, inp, writer)
-        except (Exception, asyncio.CancelledError) as exc:
-            reason, last_words = self._ending(exc)
-            if last_words:
-                with contextlib.suppress(Exception):
-                    writer.write(last_words)
-        finally:
-            self._per_ip[session.peer_ip] -= 1
-            if not self._per_ip[session.peer_ip]:
-                del self._per_ip[session.peer_ip]
-            with contextlib.suppress(Exception):
-                writer.close()
-            self._sessions.pop(task, None)
-            self.budget.release()
-            if inbound is not None:
-                inbound.close()
-            self._log_session(session, reason, time.monotonic() - started)
+    def new_protocol(self, session: Session) -> SmtpProtocol:
+        return SmtpProtocol(self.features, self.screen, session, self.authenticator)
 
-    def _opening_refusal(self, session: Session) -> str | None:
+    def session_started(self, conn: Connection) -> None:
+        """A connection was admitted: count it (per address too) until `session_ended`."""
+        self._sessions[conn] = None
+        ip = conn.session.peer_ip
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+
+    def session_ended(self, conn: Connection, reason: str, seconds: float) -> None:
+        ip = conn.session.peer_ip
+        self._per_ip[ip] -= 1
+        if not self._per_ip[ip]:
+            del self._per_ip[ip]
+        self._sessions.pop(conn, None)
+        self.budget.release()
+        self._log_session(conn.session, reason, seconds)
+
+    def opening_refusal(self, session: Session) -> str | None:
         """A 421 for a client this listener will not talk to now, or None."""
         if self._per_ip[session.peer_ip] > self.limits.max_connections_per_ip:
             return "421 4.7.0 Too many connections from your address"
@@ -237,7 +198,7 @@ class SmtpServer:
             return "421 4.3.2 Service shutting down"
         return None
 
-    def _ending(self, exc: BaseException) -> tuple[str, bytes]:
+    def ending(self, exc: BaseException) -> tuple[str, bytes]:
         """Why a session ended early (for the log) and the last words for the client."""
         if isinstance(exc, LineTooLong):
             return "command line too long", b"500 5.5.2 Line too long, closing connection\r\n"
@@ -257,11 +218,11 @@ class SmtpServer:
             b"421 4.3.0 Local error, try again later\r\n",
         )
 
-    def _refuse_full(self, session: Session, writer: asyncio.StreamWriter) -> None:
+    def refuse_full(self, session: Session, transport: asyncio.Transport) -> None:
         """The node is at capacity: say so and close, without reading anything."""
         with contextlib.suppress(Exception):
-            writer.write(b"421 4.7.0 Too many connections, try again later\r\n")
-            writer.close()
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
         self.full_refusals += 1
         if self.full_refusals & (self.full_refusals - 1) == 0:  # 1, 2, 4, 8 ...: not a flood
             log.warning(
@@ -270,13 +231,6 @@ class SmtpServer:
                 session.peer_ip,
                 self.full_refusals,
             )
-
-    def _emit(self, out: list[bytes], replies: list[str]) -> None:
-        """Queue reply lines for the client (sent together by the next flush)."""
-        for reply in replies:
-            if self.on_reply is not None:
-                self.on_reply(reply)
-            out.append(reply.encode("utf-8", "replace") + b"\r\n")
 
     def _log_session(self, session: Session, reason: str, seconds: float) -> None:
         log.info(
@@ -293,144 +247,3 @@ class SmtpServer:
             reason,
             seconds,
         )
-
-    async def _converse(
-        self,
-        proto: SmtpProtocol,
-        inbound: Inbound,
-        inp: InputBuffer,
-        writer: asyncio.StreamWriter,
-    ) -> str:
-        out: list[bytes] = []
-        chunks = _Chunks()  # BDAT data of the current transaction
-
-        async def flush(force: bool = False) -> None:
-            # PIPELINING: replies to a batch of commands go out together.
-            if out and (force or inp.buffered() == 0):
-                writer.write(b"".join(out))
-                out.clear()
-                await writer.drain()
-
-        refusal = await inbound.connect()
-        if refusal is not None:
-            self._emit(out, [refusal])
-            await flush(True)
-            return f"refused at connect: {refusal}"
-        self._emit(out, [proto.greeting()])
-        await flush(True)
-        while True:
-            async with asyncio.timeout(self.limits.timeout):
-                line = await inp.readline()
-            step = proto.handle(line)
-            if step.next is Next.DATA:
-                await flush(True)
-                step = await self._data(proto, inbound, inp, out, flush)
-            elif step.next is Next.CHUNK:
-                step = await self._chunk(proto, inbound, inp, step, chunks)
-            elif step.next is Next.AUTH:
-                step = await self._authenticate(proto, step)
-            self._emit(out, step.replies)
-            if step.next is Next.STARTTLS:
-                await flush(True)
-                await self._starttls(proto, inp, writer)
-            elif step.next is Next.SASL:
-                await flush(True)  # the client waits for the challenge
-            elif step.next is Next.CLOSE:
-                await flush(True)
-                return "quit" if step.replies[-1].startswith("221") else step.replies[-1]
-            else:
-                await flush()
-
-    async def _starttls(
-        self, proto: SmtpProtocol, inp: InputBuffer, writer: asyncio.StreamWriter
-    ) -> None:
-        assert self.ssl_context is not None
-        inp.discard()  # plaintext sent ahead of the handshake is never obeyed
-        async with asyncio.timeout(self.limits.timeout):
-            await writer.start_tls(self.ssl_context)
-        tls = tls_info(writer.get_extra_info("ssl_object"))
-        assert tls is not None
-        proto.tls_started(tls)
-
-    async def _authenticate(self, proto: SmtpProtocol, step: Step) -> Step:
-        """Ask the node whether the credentials are good (the hash runs off the loop)."""
-        assert proto.authenticator is not None and step.credentials is not None
-        outcome, account = await proto.authenticator.verify(proto.session, step.credentials)
-        if outcome is not AuthOutcome.OK:
-            log.warning(
-                "auth failed client=%s user=%r outcome=%s",
-                proto.session.peer_ip,
-                step.credentials.username[:80],
-                outcome.value,
-            )
-        return proto.auth_finished(outcome, account)
-
-    async def _data(
-        self,
-        proto: SmtpProtocol,
-        inbound: Inbound,
-        inp: InputBuffer,
-        out: list[bytes],
-        flush: Callable[[bool], Awaitable[None]],
-    ) -> Step:
-        """From DATA to the reply after the final dot."""
-        refusal = await inbound.envelope()
-        if refusal is not None:
-            return proto.finish(refusal)
-        self._emit(out, ["354 End data with <CR><LF>.<CR><LF>"])
-        await flush(True)
-        async with asyncio.timeout(self.limits.data_timeout):  # each read: the idle timeout
-            data, too_big = await inp.read_data(self.limits.max_message_size)
-        problem = _framing_problem(data, too_big, self.limits.max_message_size)
-        if problem is not None:
-            if problem.startswith("550"):
-                log.warning("smuggling client=%s %s; rejected", proto.session.peer_ip, problem)
-            inbound.refuse(problem)
-            return proto.finish(problem)
-        if data.startswith(b".") or b"\r\n." in data:  # RFC 5321 4.5.2 transparency
-            data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
-        return proto.finish(await inbound.receive(data))
-
-    async def _chunk(
-        self, proto: SmtpProtocol, inbound: Inbound, inp: InputBuffer, step: Step, chunks: _Chunks
-    ) -> Step:
-        """One BDAT chunk (RFC 3030): read its octets, then answer it (or the message)."""
-        s = proto.session
-        max_size = self.limits.max_message_size
-        if not s.chunking:
-            chunks.clear()  # a new transaction (RSET may have ended the last one)
-        chunks.too_big |= len(chunks.data) + step.chunk_size > max_size
-        keep = step.refusal is None and not chunks.too_big
-        async with asyncio.timeout(self.limits.data_timeout):  # each read: the idle timeout
-            data = await inp.read_exact(step.chunk_size, keep=keep)
-        if step.refusal is not None:
-            chunks.clear()
-            return proto.finish(step.refusal)
-        if not s.chunking:  # the first chunk: the envelope checks, as at DATA
-            refusal = await inbound.envelope()
-            if refusal is not None:
-                chunks.clear()
-                return proto.finish(refusal)
-            s.chunking = True
-        chunks.data += data
-        if not step.last:
-            return Step([f"250 2.0.0 {step.chunk_size} octets received"])
-        message, too_big = bytes(chunks.data), chunks.too_big
-        chunks.clear()
-        problem = _framing_problem(message, too_big, max_size)
-        if problem is not None:
-            inbound.refuse(problem)
-            return proto.finish(problem)
-        return proto.finish(await inbound.receive(message))
-
-
-def _framing_problem(data: bytes, too_big: bool, max_size: int) -> str | None:
-    """Why the transmitted data cannot be a message (size, bare CR/LF, NUL), or None."""
-    if too_big or len(data) > max_size:
-        return "552 5.3.4 Message size exceeds fixed maximum message size"
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        return "550 5.6.0 Message rejected: bare CR or LF in DATA (line ends must be CRLF)"
-    if b"\x00" in data:
-        return "550 5.6.0 Message rejected: NUL in DATA (BINARYMIME is not offered)"
-    return None
