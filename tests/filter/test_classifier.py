@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from pathlib import Path
 
-from mxflow.checks.bayes import GTUBE, BayesCheck, Trainer, bayes_score
-from mxflow.checks.classifier import BayesModel, chi2_combine, default_model, shipped_model_bytes
-from mxflow.checks.tokens import tokenize
+from mxflow.checks.bayes import GTUBE, BayesCheck, Trainer, bayes_score, views_score
+from mxflow.checks.classifier import (
+    BayesModel,
+    chi2_combine,
+    default_model,
+    shipped_model_bytes,
+    split,
+)
+from mxflow.checks.tokens import is_header_token, tokenize
 from mxflow.checks.train import main as train_main
 from mxflow.checks.train import train_tokens
 from mxflow.config.filter import FilterPolicy
@@ -57,6 +64,32 @@ def test_tokens_for_shapes_case_numbers_and_header_order() -> None:
     )
 
 
+def test_stamps_of_the_receiving_side_and_filter_tags_are_not_tokens() -> None:
+    stamps = {
+        "X-Barracuda-Spam-Score": "9.69",
+        "X-ASG-Debug-ID": "1268467375-079dbb160001",
+        "XStatus": "No, score=-15.9 required=4.0",
+        "X-AmavisStatus": "No, score=-11.9",
+        "Authentication-Results": "mx.example.net; spf=pass",
+        "Received-SPF": "pass (example.net: domain of a@example.org)",
+        "X-Mozilla-Status": "0001",
+        "X-UIDL": "GmailId128bb599a95e11cd",
+    }
+    toks = set(tokens_of(message(subject="[spam] [SPAM]  Cheap offer", extra=stamps)))
+    names = ("barracuda", "x-asg", "xstatus", "amavis", "authentication", "spf", "mozilla", "uidl")
+    assert not [t for t in toks if any(name in t for name in names)]
+    assert "subject:spam" not in toks and {"subject:cheap", "subject:offer"} <= toks
+    # a subject about spam keeps its words: only a tag in front is another filter's verdict
+    assert "subject:spam" in tokens_of(message(subject="Re: spam in the queue"))
+
+
+def test_tokens_fall_into_a_text_view_and_a_header_view() -> None:
+    text, headers = split(tokens_of(message("Only $99.95 for pills\n", subject="Deal")))
+    assert {"pills", "num:$9.9", "subject:deal"} <= set(text)
+    assert {"hdr:from:1", "to:count:1", "shape:message-id:<a9.a@a.a>"} <= set(headers)
+    assert not any(is_header_token(t) for t in text) and all(map(is_header_token, headers))
+
+
 def test_legacy_charsets_are_decoded() -> None:
     body = "\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440".encode("koi8-r")
     raw = (
@@ -80,6 +113,7 @@ def test_learn_then_unlearn_restores_the_counts_exactly() -> None:
     model = BayesModel()
     model.learn(["cheap", "pills", "hello"], is_spam=True)
     model.learn(["meeting", "hello"], is_spam=False)
+    model.learn(["agenda", "hello"], is_spam=False)
     before = (model.nham, model.nspam, dict(model.counts))
     weight_before = model.weights["cheap"][0]
     model.learn(["cheap", "new-token"], is_spam=False)
@@ -88,6 +122,57 @@ def test_learn_then_unlearn_restores_the_counts_exactly() -> None:
     model.unlearn(["cheap", "new-token"], is_spam=False)
     assert (model.nham, model.nspam, model.counts) == before
     assert "new-token" not in model.counts
+
+
+def test_tokens_in_half_of_both_classes_carry_no_weight_and_there_is_no_intercept() -> None:
+    """What an average training message looks like is no evidence: a model trained on three
+    spam for each ham scores a message it knows nothing about 0.5, not spam."""
+    spam = [(["hdr:from:1", "and", f"offer{i}", "cheap"], True) for i in range(30)]
+    ham = [(["hdr:from:1", "and", f"agenda{i}", "minutes"], False) for i in range(10)]
+    model = train_tokens(spam + ham)
+    assert "and" not in model.weights and "hdr:from:1" not in model.weights
+    assert model.weights["cheap"][0] > 0 > model.weights["minutes"][0]
+    unknown = model.score(["hdr:from:1", "and", "zebra", "hdr:zebra:1"])
+    assert unknown.probability == 0.5
+    assert all(view.probability == 0.5 for view in unknown.views)
+    assert model.score(["cheap"]).probability > 0.9
+    assert model.score(["minutes"]).probability < 0.1
+
+
+def test_neither_view_junks_a_message_alone() -> None:
+    """The text sure it is spam and the headers sure it is ham stay below the junk score, and
+    the other way round; both views sure reach it."""
+    spam_text = [f"pill{i}" for i in range(12)]
+    ham_text = [f"agenda{i}" for i in range(12)]
+    spam_headers = [f"hdr:x-bulk{i}:1" for i in range(22)]
+    ham_headers = [f"hdr:x-list{i}:1" for i in range(22)]
+    model = train_tokens([(spam_text + spam_headers, True), (ham_text + ham_headers, False)] * 40)
+    junk = FilterPolicy().junk_score
+    text_only, _ = views_score(model.score(spam_text + ham_headers))
+    headers_only, _ = views_score(model.score(ham_text + spam_headers))
+    both, detail = views_score(model.score(spam_text + spam_headers))
+    assert text_only < junk and headers_only < junk
+    assert both >= junk and "text 1.000" in detail and "headers 1.000" in detail
+
+
+def test_a_version_2_model_file_is_scored_by_its_counts(tmp_path: Path) -> None:
+    """A node's model learnt before the two views keeps its exact counts; its old weights
+    (one view, an intercept) are not mixed into the new model, and it stays a counts model
+    when saved and learnt into."""
+    lines = ["mxflow-bayes 2 20 20 1.5 3.0"]
+    lines += ["pills\t0\t20\t0.9\t2.0", "agenda\t20\t0\t-0.9\t2.0"]
+    path = tmp_path / "old.model.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+    model = BayesModel.load(path)
+    assert (model.nham, model.nspam, model.logistic, model.weights) == (20, 20, False, {})
+    assert model.counts == {"pills": (0, 20), "agenda": (20, 0)}
+    assert model.score(["pills"]).probability > 0.9
+    assert model.score(["agenda"]).probability < 0.1
+    model.learn(["pills", "cheap"], is_spam=True)
+    assert model.weights == {} and model.counts["cheap"] == (0, 1)
+    model.save(path)
+    assert BayesModel.load(path).logistic is False
+    assert gzip.decompress(path.read_bytes()).startswith(b"mxflow-bayes 3 20 21 counts\n")
 
 
 def test_model_round_trips_and_is_deterministic(tmp_path: Path) -> None:
@@ -117,9 +202,10 @@ def test_scores_are_probabilities_and_agree_with_the_training() -> None:
 
 def test_bayes_score_curve() -> None:
     assert bayes_score(0.5) == 0.0
-    assert bayes_score(0.0) == -2.0
-    assert bayes_score(0.96) >= 5.0  # alone reaches the junk band
-    assert bayes_score(1.0) >= 10.0  # alone reaches the high-confidence band
+    assert bayes_score(0.0) == -0.5
+    assert bayes_score(1.0) < 5.0  # one view alone never reaches the junk band
+    assert bayes_score(0.96) + bayes_score(0.96) >= 5.0  # two views that agree do
+    assert bayes_score(0.6) + bayes_score(0.6) < 5.0  # leaning is not enough
     assert all(bayes_score(p / 100) <= bayes_score((p + 1) / 100) for p in range(100))
 
 

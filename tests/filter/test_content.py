@@ -177,3 +177,83 @@ def test_the_classifier_reads_only_what_the_reader_sees() -> None:
     tokens = set(tokenize(parse(html_only(planted))))
     assert {"cheap", "watches", "order", "today"} <= tokens
     assert not {"quarterly", "minutes", "budget", "agenda", "colleague"} & tokens
+
+
+async def test_filler_in_css_keyword_sizes_is_tiny_and_not_tokenized() -> None:
+    from mxflow.checks.tokens import tokenize
+    from mxflow.mime import parse
+
+    filler = f'<img src="cid:x"><span style="font-size: xx-small">{WORDS}</span>'
+    found = await symbols(html_only(filler))
+    assert "60 of 60 words" in found["HTML_TINY_TEXT"]
+    assert not {w for w in WORDS.split()} & set(tokenize(parse(html_only(filler))))
+    small = f"<p>{PROSE}</p><span style='font-size: small'>{WORDS}</span>"
+    assert "HTML_TINY_TEXT" not in await symbols(html_only(small))
+
+
+async def test_links_to_many_made_up_hosts_of_one_domain() -> None:
+    hosts = ("9d17", "a70", "8b", "1b1")
+    links = "".join(f'<a href="http://{h}.medshop.example/?x={h}">go</a> ' for h in hosts)
+    found = await symbols(message(PROSE, html=f"<p>{PROSE}</p>{links}"))
+    assert "4 made-up hosts of medshop.example" in found["URL_RANDOM_HOSTS"]
+    # numbered mirrors share one shape; named hosts are no machine's invention
+    mirrors = " ".join(f"https://img{n}.news.example/a.gif" for n in range(1, 6))
+    named = "https://www.news.example/ https://images.news.example/ https://click.news.example/"
+    assert "URL_RANDOM_HOSTS" not in await symbols(message(f"{PROSE}\n{mirrors}\n{named}"))
+    addresses = " ".join(f"http://10.0.0.{n}/" for n in range(1, 6))
+    assert "URL_RANDOM_HOSTS" not in await symbols(message(f"{PROSE}\n{addresses}"))
+
+
+async def test_headings_scattered_inside_sentences() -> None:
+    scattered = (
+        "<p>Jay Lake (born <h5>June</h5> 6, 1964) is a writer. Few dare venture from the "
+        "coast, and the <h2>Portuguese met numerous defeats</h2> there.</p>"
+    )
+    found = await symbols(message(PROSE, html=scattered))
+    assert found["HTML_HEADING_IN_SENTENCE"] == "2 headings opened inside sentences"
+    one = "<p>Jay Lake (born <h5>June</h5> 6, 1964) is a writer.</p>"
+    assert "HTML_HEADING_IN_SENTENCE" not in await symbols(message(PROSE, html=one))
+    authored = f"<h1>Report</h1><p>{PROSE}</p><h2>Budget</h2><p>As agreed:</p><h2>Next</h2>"
+    assert "HTML_HEADING_IN_SENTENCE" not in await symbols(message(PROSE, html=authored))
+
+
+SALAD = (
+    "Anthony signs up Tukulor Karate alone Service and Four people Historical would originally "
+    "the still a it While Assembly became the of for with domestic of approximately Church "
+    "with by After by example coming February the with Palin coconut voted up The by After "
+    "an of outposts oil Volt was focused For with on metres coastal and or was the the "
+    "London caretakers diocese the Vancouver of is the in homeless homage India of at antiquity"
+)
+
+
+async def test_word_salad_poisoning_the_classifier() -> None:
+    found = await symbols(message(f"Place to hang out http://shop.example/\n\n{SALAD}"))
+    assert "word pairs no sentence has" in found["TEXT_WORD_SALAD"]
+    # prose, idiom ("log in to", "in and out") and a technical note stay below the bar
+    idiom = "Log in to the box, go in and out of the room, with or without the key. " * 3
+    technical = "Use the with statement; the is operator and the the typo are two of them. "
+    assert "TEXT_WORD_SALAD" not in await symbols(message(f"{PROSE} {idiom} {technical}"))
+    longer = " ".join([PROSE] * 40)  # 1,800 words: the pairs must be a share of the text
+    assert "TEXT_WORD_SALAD" not in await symbols(message(f"{longer} {SALAD[:200]}"))
+
+
+async def test_shouting_and_the_advertisement_label() -> None:
+    shout = "THIS OFFER IS EXTENDED EXCLUSIVELY TO ALL ACTIVE DUTY AND RETIRED VETERANS. " * 4
+    assert "TEXT_SHOUTING" in await symbols(message(shout))
+    notice = "SERVER DOWN FOR MAINTENANCE, BACK AT NOON."  # short: a notice, not a pitch
+    acronyms = f"{PROSE} The NASA and IETF and HTML and SMTP and DKIM and ARC documents. " * 2
+    assert "TEXT_SHOUTING" not in await symbols(message(notice))
+    assert "TEXT_SHOUTING" not in await symbols(message(acronyms))
+    found = await symbols(message(PROSE, subject="ADV: 2002 Wireless Congress"))
+    assert "ADV: 2002" in found["SUBJ_ADV_LABEL"]
+    for subject in ("Advice on the budget", "Re: ADV: Wireless Congress", "Adventure"):
+        assert "SUBJ_ADV_LABEL" not in await symbols(message(PROSE, subject=subject))
+
+
+async def test_drug_and_knock_off_words_glued_or_spelt_with_digits() -> None:
+    found = await symbols(message(f"{PROSE} Grow YourPenis fast. All Quality Rep1icaWatches."))
+    assert found["OBFU_GLUED_WORD"] == "'Penis' glued to the next word"
+    assert found["OBFU_DIGIT_FOR_LETTER"] == "'Rep1ica' spells 'replica'"
+    assert "OBFU_GLUED_WORD" in await symbols(message(f"{PROSE} RolexWatches at cheap prices"))
+    software = f"{PROSE} PowerPoint on FreeBSD; the spills; YouTube and PayPal; WeightWatchers"
+    assert await symbols(message(software)) == {}

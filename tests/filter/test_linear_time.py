@@ -62,6 +62,11 @@ RUNS = {
     "unclosed quotes": '<a href="' * (SIZE // 9),
     "zero width": "a\u200b" * (SIZE // 2),
     "mixed script": ("pаypal" * (SIZE // 6)),
+    "word salad": "the of with by " * (SIZE // 15),
+    "headings in sentences": "born <h5>June</h5> " * (SIZE // 19),
+    "glued words": "YourPenisRolexWatches" * (SIZE // 21),
+    "swapped capitals": "Rep1icaWatchesL0SS " * (SIZE // 19),
+    "made-up hosts": "".join(f"http://{n}a.x.example/ " for n in range(SIZE // 22)),
 }
 CHECKS: dict[str, Callable[[bytes], object]] = {
     "parse": mime.parse,

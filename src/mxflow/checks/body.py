@@ -9,7 +9,11 @@ to-person mail and most legitimate newsletters show the same words in both parts
 little or no hidden text (a short hidden preheader is normal, so hidden text counts only
 from `HIDDEN_MIN_WORDS` words on). Most of the text in footnote size (10 px or less) is the
 same trick done in the open: the pitch is an image, the words are filler for the filter;
-a legitimate footer in small print is a small share of the message's words.
+a legitimate footer in small print is a small share of the message's words. Headings
+(`<h1>`-`<h6>`) opened in the middle of a sentence ("Jay Lake (born <h5>June</h5> 6,
+1964)") are markup scattered at random through pasted text, so that no two copies of a run
+hash alike for fingerprinting filters; an author or an editor puts headings between
+paragraphs.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ SCORES = {
     "HTML_TEXT_MISMATCH": 1.0,
     "HTML_HIDDEN_TEXT": 2.0,
     "HTML_TINY_TEXT": 1.5,
+    "HTML_HEADING_IN_SENTENCE": 2.0,
 }
+HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+HEADING_IN_SENTENCE_MIN = 2  # one can be a slip
 HIDDEN_MIN_WORDS = 30
 IMAGE_ONLY_MAX_WORDS = 15
 MISMATCH_MIN_WORDS = 30  # both parts need this many words to be compared
@@ -38,9 +45,12 @@ _HIDING = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W\d_]{3,}")
-# 10 px or less, or <font size=1>: footnote size, where filler that the reader is not meant
-# to read goes (the "Bayes poisoning" paragraph under an image that carries the pitch)
-_TINY = re.compile(r"font-size\s*:\s*(?:[0-9]|10)(?:\.\d+)?(?:px|pt)\b", re.IGNORECASE)
+# 10 px or less, the keywords x-small / xx-small (CSS's 10 and 9 px), or <font size=1>:
+# footnote size, where filler that the reader is not meant to read goes (the "Bayes
+# poisoning" paragraph under an image that carries the pitch)
+_TINY = re.compile(
+    r"font-size\s*:\s*(?:(?:[0-9]|10)(?:\.\d+)?(?:px|pt)\b|xx?-small\b)", re.IGNORECASE
+)
 TINY_MIN_WORDS = 40
 TINY_MIN_SHARE = 0.5
 
@@ -56,6 +66,9 @@ def findings(doc: Document) -> Iterator[Finding]:
         mismatch = _mismatch(doc.plain[0], doc.visible[0])
         if mismatch:
             yield Finding("HTML_TEXT_MISMATCH", mismatch)
+    split = sum(headings_in_sentences(text) for text in doc.html)
+    if split >= HEADING_IN_SENTENCE_MIN:
+        yield Finding("HTML_HEADING_IN_SENTENCE", f"{split} headings opened inside sentences")
     for text, visible in zip(doc.html, doc.visible, strict=True):
         hidden, tiny = marked_words(text, _hides, _tiny)
         if hidden >= HIDDEN_MIN_WORDS:
@@ -67,6 +80,21 @@ def findings(doc: Document) -> Iterator[Finding]:
         if tiny >= TINY_MIN_SHARE * total:
             yield Finding("HTML_TINY_TEXT", f"{tiny} of {total} words in 10 px or smaller")
             break
+
+
+def headings_in_sentences(text: str, names: frozenset[str] = HEADINGS) -> int:
+    """Elements of `names` opened where a sentence goes on: the text just before the tag
+    ends in a lower-case letter or a comma and the element's text follows on at once."""
+    found = 0
+    last = 0  # where the previous tag ended
+    for tag in textscan.tags(text):
+        if not tag.closing and tag.name in names:
+            before = text[max(last, tag.start - 200) : tag.start].rstrip()
+            after = text[tag.end : tag.end + 40].lstrip()
+            if before and (before[-1].islower() or before[-1] == ",") and after[:1].isalnum():
+                found += 1
+        last = tag.end
+    return found
 
 
 def _mismatch(plain: str, visible: str) -> str:

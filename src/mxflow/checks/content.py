@@ -5,14 +5,18 @@ rules key on what spam and phishing must do to work — hide words, lie about li
 brand, hurry the reader, dodge a content filter — not on anything one corpus happens to have
 (its dates, its mailers). Each rule module explains why its symbols mark spam:
 
-    body.py         HTML-only / image-only bodies, text and HTML parts that disagree, hidden text
+    body.py         HTML-only / image-only bodies, text and HTML parts that disagree, hidden
+                    text, headings scattered inside sentences
     links.py        link text naming another domain, IP-literal / shortener / punycode /
-                    look-alike URLs
-    obfuscation.py  mixed scripts, zero-width characters, digit-for-letter spellings
+                    look-alike URLs, many made-up hosts of one domain
+    obfuscation.py  mixed scripts, zero-width characters, digit-for-letter spellings, drug
+                    and knock-off words glued to their neighbours
     phishing.py     password forms, HTML/PDF attachments that are only a form or a link,
                     Reply-To at a free-mail provider, display names claiming a brand or the
                     recipient's own organisation
     lexicon.py      money / urgency / credential phrases
+    prose.py        word salad (words in an order no sentence has: Bayes poisoning),
+                    shouting, the "ADV:" label
     encoding.py     base64 of short ASCII text, ASCII subjects as encoded words, text not in
                     its charset, unsubscribe text without list headers
 
@@ -27,7 +31,7 @@ import asyncio
 from dataclasses import dataclass
 
 from mxflow import mime
-from mxflow.checks import body, encoding, lexicon, links, obfuscation, phishing
+from mxflow.checks import body, encoding, lexicon, links, obfuscation, phishing, prose
 from mxflow.checks.contentdoc import Document, Finding
 from mxflow.config.filter import FilterPolicy
 from mxflow.mail import CheckResult, MessageContext, Phase
@@ -38,6 +42,7 @@ DEFAULT_SCORES: dict[str, float] = {
     **obfuscation.SCORES,
     **phishing.SCORES,
     **lexicon.SCORES,
+    **prose.SCORES,
     **encoding.SCORES,
 }
 BIG = 32 * 1024  # bytes from which the rules run in a worker thread (as bayes.py)
@@ -52,6 +57,7 @@ def analyse(view: mime.MimeView, raw: bytes, recipients: list[str]) -> list[Find
         *obfuscation.findings(doc),
         *phishing.findings(doc),
         *lexicon.findings(doc),
+        *prose.findings(doc),
         *encoding.findings(doc, raw),
     ]
 

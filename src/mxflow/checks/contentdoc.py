@@ -1,10 +1,10 @@
 """What the corpus-independent content rules read, extracted once per message, in linear time.
 
-The rules (body.py, links.py, obfuscation.py, phishing.py, lexicon.py, encoding.py) all
-need the same few things: the visible text of each part, the links with the text shown for
-them, the forms, the sender's and recipients' domains. `Document.build` takes them from the
-shared bounded MIME walk (`mxflow.mime`) with the linear scanners of `textscan`, so the
-rules stay small and no rule can make a hostile message expensive.
+The rules (body.py, links.py, obfuscation.py, phishing.py, lexicon.py, prose.py, encoding.py)
+need the same few things: the visible text of each part and its words, the links with the
+text shown for them, the forms, the sender's and recipients' domains. `Document.build`
+takes them from the shared bounded MIME walk (`mxflow.mime`) with the linear scanners of
+`textscan`, so the rules stay small and no rule can make a hostile message expensive.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import html
 import re
 from dataclasses import dataclass, field
 from email.utils import getaddresses
+from functools import cached_property
 
 from mxflow import mime
 from mxflow.auth.dmarc import organizational_domain
@@ -20,6 +21,13 @@ from mxflow.checks import textscan
 
 MAX_ANCHORS = 200  # links looked at per message
 MAX_ANCHOR_TEXT = 300  # characters of one link's text
+MAX_WORDS_CHARS = 30_000  # of the subject and text split into words: the pitch comes early
+_NOT_WORD = re.compile(r"[^\w%$']+")
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of the first MAX_WORDS_CHARS characters (`%`, `$`, `'` kept)."""
+    return _NOT_WORD.sub(" ", text[:MAX_WORDS_CHARS].lower()).split()
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,11 @@ class Document:
     def text(self) -> str:
         """Every visible text of the message, parts separated by a newline."""
         return "\n".join([*self.plain, *self.visible])
+
+    @cached_property
+    def words(self) -> list[str]:
+        """`words` of the subject and the text, split once for every rule that reads them."""
+        return words(self.subject + "\n" + self.text)
 
     @classmethod
     def build(cls, view: mime.MimeView, recipients: list[str]) -> Document:

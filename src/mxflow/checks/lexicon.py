@@ -13,7 +13,7 @@ import itertools
 import re
 from collections.abc import Iterator
 
-from mxflow.checks.contentdoc import Document, Finding
+from mxflow.checks.contentdoc import Document, Finding, words
 
 SCORES = {
     "LEX_MONEY": 0.7,
@@ -134,7 +134,6 @@ PHARMA = (
 )
 MIN_PHARMA = 2
 MIN_PHRASES = 3  # distinct phrases of one kind for its symbol
-MAX_CHARS = 30_000  # the pitch comes early; a bound keeps big messages cheap
 _NOT_WORD = re.compile(r"[^\w%$']+")
 # phrase words, indexed by the first four letters of the first word: a text word is looked
 # up once (a dictionary probe), and only the few phrases that start like it are compared
@@ -143,11 +142,6 @@ for _kind, _phrases in PHRASES.items():
     for _phrase in _phrases:
         _words = tuple(_NOT_WORD.sub(" ", _phrase).split())
         _INDEX.setdefault(_words[0][:4], []).append((_words, _phrase, _kind))
-
-
-def words(text: str) -> list[str]:
-    """The lower-cased words of the first MAX_CHARS characters (`%`, `$`, `'` kept)."""
-    return _NOT_WORD.sub(" ", text[:MAX_CHARS].lower()).split()
 
 
 def counts(text: str) -> dict[str, int]:
@@ -174,7 +168,7 @@ PHARMA_PAIRS = frozenset(p for p in PHARMA if " " in p)
 
 
 def findings(doc: Document) -> Iterator[Finding]:
-    tokens = words(doc.subject + "\n" + doc.text)
+    tokens = doc.words
     named = words(doc.from_name) + tokens
     pharma = {w for w in named if w in PHARMA_WORDS}
     pharma |= {f"{a} {b}" for a, b in itertools.pairwise(named) if f"{a} {b}" in PHARMA_PAIRS}

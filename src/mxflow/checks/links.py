@@ -7,7 +7,12 @@ to another domain is a lie by construction; legitimate mail links to names (IP l
 cost the sender nothing to avoid); shorteners hide the destination from the reader and from
 URI blocklists; an `xn--` label in a link is how look-alike Unicode domains are written;
 and a domain that spells a brand it does not belong to exists to be mistaken for it.
-A host named for pills or a pharmacy (`drugshop40a.ru`) says what the mail sells.
+A host named for pills or a pharmacy (`drugshop40a.ru`) says what the mail sells. Links to
+many machine-made host names under one domain (`9d17.shop.example`, `a70.shop.example`,
+`1b1.shop.example` in one message) are how bulk senders keep a URI blocklist, which lists
+host names, from matching and tell which copy was clicked; a legitimate sender links to
+the few fixed names of its site (`www`, `images`, and numbered mirrors such as `img1`,
+`img2`, which share one shape and so count once).
 Tracking redirects of legitimate newsletters do go to another domain than the text, but
 their text is words ("Read more"), not a domain, so only text that is itself a domain or
 URL is compared.
@@ -30,7 +35,10 @@ SCORES = {
     "URL_PUNYCODE": 1.0,
     "URL_LOOKALIKE": 3.0,
     "URL_PHARMA_HOST": 2.0,
+    "URL_RANDOM_HOSTS": 2.0,
 }
+RANDOM_HOSTS_MIN = 3  # machine-made first labels of one domain, of as many shapes
+_DIGITS = re.compile(r"\d+")
 # parts of host names that sell drugs by mail (the pitch's own vocabulary, in the link)
 PHARMA_HOST_WORDS = ("pharm", "pill", "drug", "viagra", "cialis", "levitra", "meds")
 # at the start of a label or after a hyphen or digit: `techspecialist` is no `cialis`
@@ -85,6 +93,34 @@ def findings(doc: Document) -> Iterator[Finding]:
                 break
             hosts[match.group(1).lower().rsplit("@", 1)[-1].split(":", 1)[0].strip(".[]")] = None
     yield from _host_findings(list(hosts), doc)
+    yield from _random_hosts(list(hosts))
+
+
+def _random_hosts(hosts: list[str]) -> Iterator[Finding]:
+    """Several hosts of one domain whose first labels carry digits and differ in shape."""
+    labels: dict[str, set[str]] = {}
+    for host in hosts:
+        first = host.partition(".")[0]
+        if not any(ch.isdigit() for ch in first) or _is_address(host):
+            continue
+        domain = org(host)
+        if domain != host:
+            labels.setdefault(domain, set()).add(first)
+    for domain, found in labels.items():
+        shapes = {_DIGITS.sub("9", label) for label in found}
+        if len(found) >= RANDOM_HOSTS_MIN and len(shapes) >= RANDOM_HOSTS_MIN:
+            shown = ", ".join(sorted(found)[:4])
+            detail = f"links to {len(found)} made-up hosts of {domain} ({shown})"
+            yield Finding("URL_RANDOM_HOSTS", detail)
+            return
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _mismatched_text(doc: Document) -> Iterator[Finding]:

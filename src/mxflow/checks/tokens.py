@@ -5,11 +5,16 @@ stripped, every charset) a message yields tokens for its header layout (which he
 how many), sender and recipient shapes, `Received` hops, mailer, MIME structure and
 charsets, URL hosts, HTML features (tags, hidden text tricks) and attachment types. Each
 token carries a prefix naming where it came from (`subject:`, `url:`, `hdr:` …) so the
-explanation an administrator reads says why. Headers a filter adds (X-Spam-*,
-X-Forefront-*) are ignored so mxflow never learns from its own or another filter's verdict,
-and so are headers the receiving side's delivery agent or mail client stamps
-(Delivered-To, X-Keywords, Status …): they say where a message was collected, not who
-sent it, and a model that learns them learns its training mailbox.
+explanation an administrator reads says why. Headers a filter or a receiving server adds
+(X-Spam-*, X-Forefront-*, X-Barracuda-*, amavis's and SpamAssassin's status lines,
+Authentication-Results, Received-SPF) are ignored so mxflow never learns from its own or
+another system's verdict, and so is a `[SPAM]` tag a filter put in front of the subject;
+so are headers the receiving side's delivery agent or mail client stamps (Delivered-To,
+X-Keywords, Status, Thunderbird's X-Mozilla-*, X-UIDL …): they say where a message was
+collected, not who sent it, and a model that learns them learns its training mailbox (a
+model trained on one collection read every message without its stamps as the other class).
+The tokens of the header section and the MIME structure (`HEADER_PREFIXES`) are the
+classifier's second view, scored apart from the text's.
 
 Text a reader does not see (hidden or footnote-size elements, body.py) is left out: it is
 where spam plants ordinary words to pull the classifier toward ham.
@@ -65,8 +70,42 @@ _IGNORED_HEADER_PREFIXES = (
     "x-imap",
     "lines",
     "content-length",
+    # the mail client that collected it (Thunderbird's flags, POP's UIDL, Gmail's labels)
+    "x-mozilla",
+    "x-account-key",
+    "x-uidl",
+    "x-gmail",
+    # verdicts of the receiving side's and the lists' own filters and authentication checks:
+    # another system's opinion (Barracuda, amavis, SpamAssassin as XStatus, BitDefender,
+    # policyd, Brightmail, SPF / DKIM / ARC results), which is what the collection site ran,
+    # not what the sender wrote
+    "authentication-results",
+    "received-spf",
+    "arc-",
+    "x-barracuda",
+    "x-asg-",
+    "x-amavis",
+    "xstatus",
+    "xlevel",
+    "xchecker",
+    "x-rc-spam",
+    "x-rc-virus",
+    "x-bitdefender",
+    "x-policyd",
+    "x-brightmail",
+    "x-auditid",
+    "x-greylist",
+    "x-cm-score",
+    "x-vr-score",
+    "x-authority-analysis",
+    "x-originalarrivaltime",
 )
 _IGNORED = _IGNORED_HEADER_PREFIXES
+# A tag a filter put in front of the subject ("[SPAM]", "***SPAM***", "{Spam?}"): another
+# filter's verdict, not the sender's words
+_SUBJECT_TAG = re.compile(
+    r"^\s*(?:[\[{(*]{1,8}\s{0,3}(?:suspected\s)?spam\??\s{0,3}[\]})*]{1,8}\s*)+", re.I
+)
 _SHAPED_HEADERS = ("message-id", "content-type", "date", "x-mailer")
 _ORDER_HEADERS = 12  # header-order tokens from the first this many (Received excluded)
 _HTML_FEATURES = {
@@ -85,6 +124,36 @@ _HTML_FEATURES = {
 _HEADERS_WITH_WORDS = ("subject",)
 _SIMPLE_HEADERS = ("x-mailer", "user-agent", "x-mimeole", "precedence", "importance")
 _MAX_TOKENS_PER_TEXT = 20_000
+# Tokens of the header section and the MIME structure (the rest come from the subject and
+# the text): the classifier's second view (classifier.py), trained and scored apart
+HEADER_PREFIXES = (
+    "shape:",
+    "hdr:",
+    "hdrorder:",
+    "from:",
+    "reply-to:",
+    "sender:",
+    "return-path:",
+    "to:",
+    "cc:",
+    "received:",
+    "message-id:",
+    "content-type:",
+    "charset:",
+    "cte:",
+    "date:",
+    "part:",
+    "filename-ext:",
+    "defect:",
+    "limit:",
+    "text:none",
+    *(f"{name}:" for name in _SIMPLE_HEADERS),
+)
+
+
+def is_header_token(token: str) -> bool:
+    """Whether `token` describes the header section or the MIME structure (not the text)."""
+    return token.startswith(HEADER_PREFIXES)
 
 
 def shape(text: str, limit: int = 40) -> str:
@@ -120,13 +189,13 @@ def tokenize(mime: MimeView) -> list[str]:
 
 
 def _words(text: str, prefix: str = "") -> Iterator[str]:
-    count = 0
-    for match in _WORD.finditer(text):
-        count += 1
-        if count > _MAX_TOKENS_PER_TEXT:
-            yield "limit:words"
-            return
-        word = match.group().strip(_STRIP)
+    """The tokens of the whitespace-separated words of `text` (the first
+    `_MAX_TOKENS_PER_TEXT`). Each distinct word is looked at once: its tokens are the same
+    every time, and prose repeats most of its words."""
+    runs = text.split(maxsplit=_MAX_TOKENS_PER_TEXT)
+    limited = len(runs) > _MAX_TOKENS_PER_TEXT
+    for run in dict.fromkeys(runs[:_MAX_TOKENS_PER_TEXT]):
+        word = run.strip(_STRIP)
         n = len(word)
         if n < 3:
             continue
@@ -148,6 +217,8 @@ def _words(text: str, prefix: str = "") -> Iterator[str]:
             yield f"{prefix}upper:{lower}"
         if "$" in word or "%" in word:
             yield f"{prefix}money"
+    if limited:
+        yield "limit:words"
 
 
 def _text_tokens(text: str, is_html: bool) -> Iterator[str]:
@@ -269,6 +340,7 @@ def _header_tokens(mime: MimeView) -> Iterator[str]:
 
 
 def _subject_tokens(value: str) -> Iterator[str]:
+    value = _SUBJECT_TAG.sub("", value)
     yield from _words(value, "subject:")
     if value.strip() == "":
         yield "subject:empty"
