@@ -47,7 +47,7 @@ def copy_model(model: BayesModel) -> BayesModel:
     """A copy whose tables can change without touching `model` (the shipped model is
     shared read-only by every pipeline of a process)."""
     return BayesModel(
-        model.nham, model.nspam, dict(model.counts), dict(model.weights), model.bias, model.bias_g
+        model.nham, model.nspam, dict(model.counts), dict(model.weights), model.logistic
     )
 
 
@@ -57,7 +57,7 @@ def apply_changes(
     """Make `model` the base model plus the learned changes (in place)."""
     model.nham = max(0, base.nham + state.nham)
     model.nspam = max(0, base.nspam + state.nspam)
-    model.bias, model.bias_g = base.bias + state.bias, base.bias_g + state.bias_g
+    model.logistic = base.logistic
     for c in changes:
         ham0, spam0 = base.counts.get(c.token, (0, 0))
         ham, spam = max(0, ham0 + c.ham), max(0, spam0 + c.spam)
@@ -65,8 +65,11 @@ def apply_changes(
             model.counts[c.token] = (ham, spam)
         else:
             model.counts.pop(c.token, None)
-        w0, g0 = base.weights.get(c.token, (0.0, _G0))
-        model.weights[c.token] = (w0 + c.weight, g0 + c.g)
+        if c.token in base.weights or c.weight or c.g:  # a token never stepped has none
+            w0, g0 = base.weights.get(c.token, (0.0, _G0))
+            model.weights[c.token] = (w0 + c.weight, g0 + c.g)
+        else:
+            model.weights.pop(c.token, None)
 
 
 def changes_from(base: BayesModel, model: BayesModel, tokens: Iterable[str]) -> list[TokenChange]:
@@ -197,7 +200,7 @@ class SharedTrainer(Trainer):
         state = feedback.state(tx)
         if self._model is None or state.generation < self._generation:
             b = copy_model(self.base)
-            self._model = _Recording(b.nham, b.nspam, b.counts, b.weights, b.bias, b.bias_g)
+            self._model = _Recording(b.nham, b.nspam, b.counts, b.weights, b.logistic)
             self._generation = 0
         if state.generation != self._generation:
             apply_changes(
@@ -226,8 +229,6 @@ class SharedTrainer(Trainer):
             state.generation + 1,
             model.nham - self.base.nham,
             model.nspam - self.base.nspam,
-            model.bias - self.base.bias,
-            model.bias_g - self.base.bias_g,
         )
         feedback.record(
             tx, new, changes_from(self.base, model, model.touched), changed, time.time()

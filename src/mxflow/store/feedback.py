@@ -13,7 +13,7 @@ node's classifier uses:
   AdaGrad sum. Stored as the whole change, not increments, so applying a row twice is
   harmless. Each row carries the generation that last changed it.
 * `feedback_state`: one row, the generation (one more per training) and the change of
-  the message totals and the bias.
+  the message totals (its bias columns are unused since the classifier lost its intercept).
 
 A node polls the generation; when it moved, it reads the rows changed since the one it
 has (`changes_since`) and applies them to its in-memory model (checks/learning.py).
@@ -80,7 +80,7 @@ class LearnedState:
     generation: int = 0
     nham: int = 0
     nspam: int = 0
-    bias: float = 0.0
+    bias: float = 0.0  # unused since the classifier lost its intercept; kept in the schema
     bias_g: float = 0.0
 
 
