@@ -24,12 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from lib import corpus, procs
+from filter_cpu import dense_message
+from lib import corpus, procs, steps
 from lib.sink import Sink
 from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
 from peers.postfix import Postfix, PostfixConfig
 from peers.rspamd import Rspamd, RspamdConfig, start_nxdns
-from relay import MXFLOW, POSTFIX, SINK, Cell, finish, log, measure, profile_mxflow, warm_up
+from relay import MXFLOW, POSTFIX, RCPT, SINK, Cell, finish, log, measure, profile_mxflow, warm_up
 
 MILTER_POSTFIX = ("127.0.0.1", 2626)
 MXFLOW_FILTER = ("127.0.99.4", 2525)
@@ -64,6 +65,11 @@ def main() -> int:
         help="message file to send (default: a ~10 KB ham of the corpus)",
     )
     parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="send filter_cpu.py's dense 10 KB text+HTML message (issue 16's figure)",
+    )
+    parser.add_argument(
         "--corpus", type=Path, default=None, help="corpus folder (default data/corpus)"
     )
     parser.add_argument(
@@ -73,6 +79,14 @@ def main() -> int:
         "(mxflow's filter rejects it as spam: a mode for the peers only)",
     )
     parser.add_argument("--no-train", action="store_true", help="leave rspamd's Bayes empty")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the runs, N one-at-a-time sessions to each target, alternating, "
+        "timing every SMTP step (the same message)",
+    )
     parser.add_argument(
         "--plain", action="store_true", help="also Postfix alone and mxflow without filter"
     )
@@ -99,6 +113,10 @@ def main() -> int:
     lock = procs.bench_lock()
     root = procs.fresh_dir(procs.BENCH_ROOT / "filter-throughput")
     message: Path | None = args.message
+    if message is None and args.dense:
+        # smtp-source -F turns each LF into CRLF: the file is written with bare LFs.
+        message = root / "dense-10k.eml"
+        message.write_bytes(dense_message(10 * 1024).replace(b"\r\n", b"\n"))
     if message is None and not args.synthetic:
         message = root / "message.eml"
         message.write_bytes(corpus.pick(corpus_dir, spam=False, low=9 * 1024, high=11 * 1024))
@@ -151,6 +169,7 @@ def main() -> int:
     log(f"machine: {procs.machine()}; message {what}")
     sink = Sink(*SINK, procs.BENCH_ROOT / "smtp-sink.log")
     cells: list[Cell] = []
+    steps_table = ""
     dns_stub = None
     notes: list[str] = []
     try:
@@ -190,6 +209,11 @@ def main() -> int:
                     message=message,
                 )
             )
+        if args.steps > 0 and message is not None:
+            per_step = steps.compare(
+                {t: addrs[t] for t in order}, steps.wire(message.read_bytes()), RCPT, args.steps
+            )
+            steps_table = steps.table(per_step)
         if args.profile > 0 and mxf is not None and mxf.pid is not None:
             profile_mxflow(
                 mxf.pid, sink, seconds=args.profile, timeout=args.timeout,
@@ -218,7 +242,13 @@ def main() -> int:
         if c.target not in best or c.msgs_per_s > best[c.target].msgs_per_s:
             best[c.target] = c
     day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    kind = "real message" if message else "smtp-source filler"
+    kind = (
+        "dense text+HTML message"
+        if args.dense
+        else "real message"
+        if message
+        else "smtp-source filler"
+    )
     what = f"{size_kb} KB {kind}, {args.sessions} sessions"
     print(f"\nGateway throughput with filtering, {what}, {day}")
     print(f"machine: {procs.machine()}")
@@ -245,6 +275,9 @@ def main() -> int:
             )
     for note in notes:
         print(note)
+    if steps_table:
+        print(f"\nOne session at a time, {args.steps} each, alternating ({what}):")
+        print(steps_table)
     return finish(cells, args.json, day)
 
 

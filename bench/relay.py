@@ -35,10 +35,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lib import procs, profile, stats
+from lib import procs, profile, stats, steps
 from lib.cpu import tree_cpu_seconds
 from lib.sink import Sink
-from lib.smtpclient import run_load
+from lib.smtpclient import make_message, run_load
 from peers.mxflow import CONFIGS, Mxflow, MxflowConfig
 from peers.postfix import Postfix, PostfixConfig
 
@@ -166,7 +166,12 @@ def warm_up(addr: tuple[str, int], sink: Sink, timeout: float, message: Path | N
         *(["-F", str(message)] if message else ["-l", "10240"]),
         "-f", SENDER, "-t", RCPT, "-M", "bench.example.org", f"{addr[0]}:{addr[1]}",
     ]  # fmt: skip
-    subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    src = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if src.returncode != 0:  # e.g. the message refused: the sink would wait in vain
+        raise RuntimeError(
+            f"warm-up through {addr[0]}:{addr[1]}: smtp-source exit {src.returncode}: "
+            f"{src.stderr.strip()[-300:]}"
+        )
     if sink.wait_for(before + 40, timeout) is None:
         raise RuntimeError(f"warm-up through {addr[0]}:{addr[1]} did not reach the sink")
 
@@ -288,6 +293,12 @@ def main() -> int:
         help="diagnosis only: mxflow with [server] fsync = false (Postfix always fsyncs)",
     )
     parser.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="mxflow's [server] event_loop (default uvloop, the node's default)",
+    )
+    parser.add_argument(
         "--mxflow-exe",
         type=Path,
         default=None,
@@ -306,6 +317,14 @@ def main() -> int:
         "--profile-sessions", type=int, default=20, help="sessions of the --profile load"
     )
     parser.add_argument("--profile-size", type=int, default=10, help="KB of the --profile load")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the table, N one-at-a-time sessions to each target, alternating, "
+        "timing every SMTP step (10 KB make_message)",
+    )
     args = parser.parse_args()
     procs.exit_on_sigterm()
     if args.quick:
@@ -331,7 +350,10 @@ def main() -> int:
                         "127.0.99.3": MXFLOW[0],
                         "127.0.99.1:2526": f"{SINK[0]}:{SINK[1]}",
                         **({"workers = 2": f"workers = {args.workers}"} if args.workers else {}),
-                        **({"fsync = true": "fsync = false"} if args.no_fsync else {}),
+                        "fsync = true": (
+                            f"fsync = {'false' if args.no_fsync else 'true'}\n"
+                            f'event_loop = "{args.event_loop}"'
+                        ),
                     },
                     exe=args.mxflow_exe,
                 )
@@ -348,6 +370,7 @@ def main() -> int:
     log(f"machine: {procs.machine()}")
     sink = Sink(*SINK, procs.BENCH_ROOT / "smtp-sink.log")
     cells: list[Cell] = []
+    steps_table = ""
     exit_status: int | None = None
     try:
         sink.start()
@@ -384,6 +407,11 @@ def main() -> int:
                     pid=pids[target],
                 )
                 cells.append(cell)
+        if args.steps > 0:
+            message = make_message(10 * 1024, 0)
+            per_step = steps.compare({t: addrs[t] for t in order}, message, RCPT, args.steps)
+            sink.wait_for(sink.received(), args.timeout)
+            steps_table = steps.table(per_step)
         if args.profile > 0 and mx is not None and mx.pid is not None:
             profile_mxflow(
                 mx.pid,
@@ -409,6 +437,9 @@ def main() -> int:
     print(f"\nRelay throughput (end to end into smtp-sink) and transaction latency, {day}")
     print(f"machine: {procs.machine()}")
     print(table(cells))
+    if steps_table:
+        print(f"\nOne session at a time, {args.steps} each, alternating (10 KB make_message):")
+        print(steps_table)
     return finish(cells, args.json, day)
 
 

@@ -189,3 +189,27 @@ def test_trace_database_that_cannot_be_opened(tmp_path: Path) -> None:
     status, err = serve_fails(config, tmp_path / "data")
     assert status == 2
     assert "trace database" in one_line(err)
+
+
+def test_event_loop_is_uvloop_unless_asked_for_asyncio(tmp_path: Path) -> None:
+    """`[server] event_loop`: uvloop by default, asyncio's own loop on request; each serves
+    a whole SMTP session and says which loop it runs on."""
+    for setting, expected in (("", "uvloop"), ('[server]\nevent_loop = "asyncio"\n', "asyncio")):
+        address = unique_loopback()
+        port = free_port(address)
+        config = tmp_path / f"{expected}.toml"
+        config.write_text(node_toml(address, port, extra=setting))
+        proc = serve(config, tmp_path / f"data-{expected}")
+        try:
+            wait_listening(address, port, proc)
+            with socket.create_connection((address, port), timeout=10) as sock:
+                reader = sock.makefile("rb")
+                assert reader.readline().startswith(b"220 ")
+                sock.sendall(b"NOOP\r\nQUIT\r\n")
+                assert reader.readline().startswith(b"250 ")
+                assert reader.readline().startswith(b"221 ")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert f"(event loop {expected})" in err, err

@@ -91,6 +91,7 @@ def test_example_gateway_config_is_valid(tmp_path: Path) -> None:
         ('[limits]\nmax_message_size = "lots"\n', "limits.max_message_size", "size in bytes"),
         ('[delivery]\nlifetime = "forever"\n', "delivery.lifetime", "duration"),
         ("[server]\nworkers = true\n", "server.workers", "an integer"),
+        ('[server]\nevent_loop = "tokio"\n', "server.event_loop", "one of 'uvloop'"),
         ("[bogus]\nx = 1\n", "bogus", "no such key"),
     ],
 )

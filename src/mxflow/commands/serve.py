@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from mxflow.commands import EXIT_UNAVAILABLE, EXIT_USAGE, Subparsers
@@ -104,12 +105,22 @@ def _serve(args: argparse.Namespace, config: NodeConfig, workers: int) -> int:
         await node.run()
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+            runner.run(main())
     except OSError as exc:
         raise _os_failure(config, exc) from None
     except sqlite3.Error as exc:  # mostly: the trace store cannot be opened
         raise MxflowError(f"database error: {exc} (trace database {config.trace_db})") from None
     return 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop `[server] event_loop` names: uvloop (the default) or asyncio's own."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def _os_failure(config: NodeConfig, exc: OSError) -> MxflowError:

@@ -48,6 +48,9 @@ class DeliveryConfig:
 class ServerConfig:
     workers: int = 1
     fsync: bool = True
+    # uvloop (libuv) halves the event loop's own cost per SMTP round trip, which is what a
+    # lone sender waits for; "asyncio" is the standard library's loop, for diagnosis
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,11 @@ def _delivery(top: _Table) -> DeliveryConfig:
 
 def _server(top: _Table) -> ServerConfig:
     st = top.table("server") or top.sub("server", {})
+    loop = st.choice("event_loop", ("uvloop", "asyncio"), ServerConfig.event_loop)
     server = ServerConfig(
-        workers=st.integer("workers", 1, minimum=1, maximum=64), fsync=st.flag("fsync", True)
+        workers=st.integer("workers", 1, minimum=1, maximum=64),
+        fsync=st.flag("fsync", True),
+        event_loop="asyncio" if loop == "asyncio" else "uvloop",
     )
     st.done()
     return server

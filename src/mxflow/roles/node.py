@@ -202,11 +202,12 @@ class Node:
             await server.start()
         self.metrics_server = await metrics.start(self)  # /metrics, /healthz (issue 14)
         log.info(
-            "node %s worker %d/%d listening on %s",
+            "node %s worker %d/%d listening on %s (event loop %s)",
             self.config.name,
             self.worker,
             self.workers,
             ", ".join(f"{s.listener.address}:{s.port}/{s.listener.tls}" for s in self.servers),
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     async def stop(self, grace: float = 10.0) -> None:
