@@ -28,10 +28,11 @@ B64_SHORT = 4096  # characters: short enough that base64 was no need
 BAD_CHARS_MIN = 0.02  # share of U+FFFD (undecodable bytes) in a text
 _SUBJECT = re.compile(rb"^subject:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE)
 _ENCODED_WORD = re.compile(r"=\?[^?\s]{1,40}\?([bBqQ])\?[^?\s]{0,400}\?=")
+# searched in lower-cased text: with IGNORECASE, re tries every branch at every position
+# (380 µs for 8 KB; 60 µs this way)
 _UNSUBSCRIBE = re.compile(
     r"unsubscribe|remove you from|be removed from|removed from (?:our|this) (?:mailing )?list|"
-    r"opt[ -]?out|no longer wish to receive",
-    re.IGNORECASE,
+    r"opt[ -]?out|no longer wish to receive"
 )
 
 
@@ -57,5 +58,6 @@ def findings(doc: Document, raw: bytes) -> Iterator[Finding]:
             break
     has_list = view.header("list-unsubscribe") or view.header("list-id")
     # the opt-out line is in the footer: the last few thousand characters of a part
-    if not has_list and any(_UNSUBSCRIBE.search(t[-8_000:]) for t in doc.plain + doc.visible):
+    footers = (t[-8_000:].lower() for t in doc.plain + doc.visible)
+    if not has_list and any(_UNSUBSCRIBE.search(footer) for footer in footers):
         yield Finding("BULK_NO_LIST_HEADERS", "unsubscribe text without List-Unsubscribe")

@@ -20,7 +20,6 @@ Why these mark spam whatever the corpus:
 
 from __future__ import annotations
 
-import itertools
 import re
 import string
 from collections.abc import Iterator
@@ -61,7 +60,12 @@ def impossible(first: str, second: str) -> bool:
 def salad_pairs(words: list[str]) -> int:
     """How many adjacent pairs of `words` (lower case, as `contentdoc.words` splits them)
     no English sentence has."""
-    return sum(1 for a, b in itertools.pairwise(words) if a in FUNCTION_WORDS and impossible(a, b))
+    last = len(words) - 1
+    return sum(
+        1
+        for i in [i for i, w in enumerate(words) if w in FUNCTION_WORDS]
+        if i < last and impossible(words[i], words[i + 1])
+    )
 
 
 def shouting(text: str) -> tuple[int, float]:

@@ -70,6 +70,8 @@ class UriblCheck:
 
     async def check(self, ctx: MessageContext) -> CheckResult:
         result = CheckResult()
+        if not self.policy.uribl_zones:  # no list to ask: finding the hosts is 0.5 ms wasted
+            return result
         view = mime.view(ctx)
         if sum(len(text) for text, _ in view.texts) > 100_000:  # hostile text: off the loop
             domains = await asyncio.to_thread(url_domains, view, MAX_LOOKUPS)
