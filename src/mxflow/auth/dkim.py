@@ -85,6 +85,9 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value else ""
 
 
+_SIGNATURE_FIELD = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+
+
 def key_name(selector: str, domain: str) -> str:
     return f"{selector}._domainkey.{domain}".lower().rstrip(".")
 
@@ -320,6 +323,8 @@ async def verify_dkim(
         names = signature_key_names(raw)
     except dkim.DKIMException:
         return [DkimSignatureResult("permerror", reason="the message header does not parse")]
+    if not names and not _SIGNATURE_FIELD.search(raw.split(b"\r\n\r\n", 1)[0]):
+        return []  # unsigned (most mail): no thread hop, no second parse
     keys = await prefetch(names, as_txt_lookup(resolver))
     return await run_heavy(
         len(raw), verify_with_keys, raw, keys, min_key_bits=min_key_bits, allow_sha1=allow_sha1

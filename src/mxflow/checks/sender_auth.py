@@ -9,12 +9,14 @@ and ARC-seals the message (intake/stamp.py): those are modifiers, not checks.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import dns.asyncresolver
 from publicsuffixlist import PublicSuffixList
 
 from mxflow.auth.authenticate import AuthOutcome, authenticate
+from mxflow.auth.dmarc import default_psl
 from mxflow.auth.policy import AuthPolicy
 from mxflow.mail import Action, CheckResult, MessageContext, Phase
 
@@ -76,6 +78,8 @@ class SenderAuthCheck:
 
     async def authenticate(self, ctx: MessageContext) -> AuthOutcome:
         ip, helo = self.sender_of(ctx)
+        if self.psl is None:  # parsed once, off the loop; not a thread hop per message
+            self.psl = await asyncio.to_thread(default_psl)
         return await authenticate(
             ctx.raw,
             ip=ip,
