@@ -295,8 +295,8 @@ def main() -> int:
     parser.add_argument(
         "--event-loop",
         choices=("uvloop", "asyncio"),
-        default="uvloop",
-        help="mxflow's [server] event_loop (default uvloop, the node's default)",
+        default=None,
+        help="set mxflow's [server] event_loop (default: the node's default, uvloop)",
     )
     parser.add_argument(
         "--mxflow-exe",
@@ -350,10 +350,8 @@ def main() -> int:
                         "127.0.99.3": MXFLOW[0],
                         "127.0.99.1:2526": f"{SINK[0]}:{SINK[1]}",
                         **({"workers = 2": f"workers = {args.workers}"} if args.workers else {}),
-                        "fsync = true": (
-                            f"fsync = {'false' if args.no_fsync else 'true'}\n"
-                            f'event_loop = "{args.event_loop}"'
-                        ),
+                        "fsync = true": f"fsync = {'false' if args.no_fsync else 'true'}"
+                        + (f'\nevent_loop = "{args.event_loop}"' if args.event_loop else ""),
                     },
                     exe=args.mxflow_exe,
                 )
