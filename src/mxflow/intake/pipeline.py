@@ -74,13 +74,24 @@ class Inbound:
         ctx.start_message()
         return ctx
 
+    @property
+    def waits(self) -> bool:
+        """Whether `connect` / `envelope` may wait: only a filter and shared counters do."""
+        return self.intake.filter is not None or self.intake.limits is not None
+
+    def connect_now(self) -> str | None:
+        """`connect` without what may wait: the trace's own refusal (see `connect`)."""
+        if (why := self.intake.trace.refusal()) is not None:
+            return reply_line(421, "4.3.0", f"Service temporarily unavailable: {why}")
+        return None
+
     async def connect(self) -> str | None:
         """A refusal for the whole connection (554 / 421), or None.
 
         While the trace cannot record (its database is down or far behind) the client
         hears 421 before it sends anything: mail it would send could not be traced."""
-        if (why := self.intake.trace.refusal()) is not None:
-            return reply_line(421, "4.3.0", f"Service temporarily unavailable: {why}")
+        if (refused := self.connect_now()) is not None:
+            return refused
         ctx = self._context()
         if self.intake.limits is not None:
             refused = await self.intake.limits.admit(ctx)
@@ -96,13 +107,19 @@ class Inbound:
             return reply_line(421, "4.7.1", verdict.reason or "Connection refused")
         return None
 
-    async def envelope(self) -> str | None:
-        """Before the 354: a queue id for the transaction, and the envelope checks (and
-        451 while the trace cannot record, so the client does not send the data in vain)."""
+    def envelope_now(self) -> str | None:
+        """`envelope` without what may wait: the queue id, and the trace's 451."""
         self.queue_id = self.intake.spool.new_queue_id()
         if (why := self.intake.trace.refusal()) is not None:
             busy = reply_line(451, "4.3.0", f"{why}, try again later")
             self.refuse(busy)
+            return busy
+        return None
+
+    async def envelope(self) -> str | None:
+        """Before the 354: a queue id for the transaction, and the envelope checks (and
+        451 while the trace cannot record, so the client does not send the data in vain)."""
+        if (busy := self.envelope_now()) is not None:
             return busy
         filter = self.intake.filter
         if filter is None:

@@ -124,7 +124,16 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._fail(exc)
             return
-        self._start(self._open())
+        if self.inbound.waits:
+            self._start(self._open())
+            return
+        try:  # nothing to wait for: the greeting within this callback
+            self._opened(self.inbound.connect_now())
+        except Exception as exc:
+            self._fail(exc)
+            return
+        if not self.ended:
+            self._pump(fresh=True)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -202,7 +211,11 @@ class Connection(asyncio.Protocol):
         """Send a step's replies (with the next batch) and do what it asks for next."""
         nxt = step.next
         if nxt is Next.DATA:
-            self._start(self._data_begin())
+            assert self.inbound is not None
+            if self.inbound.waits:
+                self._start(self._data_begin())
+            elif (refused := self._data_started(self.inbound.envelope_now())) is not None:
+                self._apply(refused)
             return
         if nxt is Next.CHUNK:
             self._chunk_begin(step)
@@ -281,15 +294,18 @@ class Connection(asyncio.Protocol):
 
     async def _open(self) -> Step | None:
         """The node's connect checks, then the greeting (or a refusal and the end)."""
-        assert self.inbound is not None and self.proto is not None
-        refusal = await self.inbound.connect()
+        assert self.inbound is not None
+        self._opened(await self.inbound.connect())
+        return None
+
+    def _opened(self, refusal: str | None) -> None:
+        assert self.proto is not None
         if refusal is not None:
             self._emit([refusal])
             self._flush()
             self._end(f"refused at connect: {refusal}")
-            return None
+            return
         self._emit([self.proto.greeting()])
-        return None
 
     async def _starttls(self) -> Step | None:
         assert self.server.ssl_context is not None and self.proto is not None
@@ -353,8 +369,11 @@ class Connection(asyncio.Protocol):
 
     async def _data_begin(self) -> Step | None:
         """DATA: the envelope checks, then 354 and the message (read by `_data_progress`)."""
-        assert self.inbound is not None and self.proto is not None
-        refusal = await self.inbound.envelope()
+        assert self.inbound is not None
+        return self._data_started(await self.inbound.envelope())
+
+    def _data_started(self, refusal: str | None) -> Step | None:
+        assert self.proto is not None
         if refusal is not None:
             return self.proto.finish(refusal)
         self._emit(["354 End data with <CR><LF>.<CR><LF>"])

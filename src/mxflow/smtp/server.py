@@ -57,6 +57,16 @@ log = logging.getLogger("mxflow.smtp")
 class Inbound(Protocol):
     """What the server asks the node about one connection (intake/pipeline.py's Inbound)."""
 
+    @property
+    def waits(self) -> bool:
+        """Whether connect and envelope checks may wait (a filter, shared counters); if
+        not, the connection takes `connect_now` / `envelope_now` in its callback, no task."""
+        ...
+
+    def connect_now(self) -> str | None: ...
+
+    def envelope_now(self) -> str | None: ...
+
     async def connect(self) -> str | None: ...
 
     async def envelope(self) -> str | None: ...
