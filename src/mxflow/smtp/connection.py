@@ -10,7 +10,9 @@ lines out of the connection's buffer (reader.py), hands each to the state machin
 same callback: EHLO, MAIL, RCPT, RSET, NOOP and QUIT run as plain function calls.
 
 Only what truly awaits runs as a task, one at a time: the node's connect and envelope
-checks (they may ask DNS), the end-of-data intake (its spool fsync comes before the 250),
+checks when it has any that may wait (a filter asks DNS, shared counters ask the
+database; without them the greeting and the 354 come within the callback), the end-of-data
+intake (its spool fsync comes before the 250),
 a login check (the hash runs in a worker thread), the STARTTLS handshake, and parking
 DATA on disk. While it runs, input is only appended to the buffer, in order — reading is
 paused as soon as anything arrives, so memory stays bounded — and handled when it ends.
