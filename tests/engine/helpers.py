@@ -57,6 +57,19 @@ def node_config(
     return parse_config(data, f"<{name}>", data_dir=data_dir)
 
 
+def maildir_gateway(
+    name: str, data_dir: Path, *, maildir: str = "maildir", **kwargs: Any
+) -> NodeConfig:
+    """A node for contoso.com (internal relay) delivering into a Maildir of its data dir."""
+    return node_config(
+        name,
+        data_dir,
+        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
+        routes=[{"domains": ["contoso.com"], "maildir": maildir}],
+        **kwargs,
+    )
+
+
 def gateway_config(
     data_dir: Path,
     sink_address: str,

@@ -8,16 +8,11 @@ import asyncio
 from pathlib import Path
 
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, node_config
+from tests.engine.helpers import RawSmtp, maildir_gateway
 
 
 async def test_greeting_and_data_refused_while_the_trace_cannot_record(tmp_path: Path) -> None:
-    cfg = node_config(
-        "gateway",
-        tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
-    )
+    cfg = maildir_gateway("gateway", tmp_path / "gw")
     async with build_node(cfg) as gw:
         client = await RawSmtp.open(gw.address, gw.port)  # 220: the trace records
         await client.cmd("EHLO c.fabrikam.test")

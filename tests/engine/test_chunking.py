@@ -12,9 +12,9 @@ from mxflow.config import NodeConfig
 from mxflow.roles.build import build_node
 from tests.engine.helpers import (
     RawSmtp,
+    maildir_gateway,
     maildir_messages,
     message,
-    node_config,
     strip_received,
     wait_for,
 )
@@ -22,11 +22,9 @@ from tests.engine.helpers import (
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> NodeConfig:
-    return node_config(
+    return maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
         limits={"max_message_size": 4096},
     )
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from mxflow.mail import Action, MessageContext, Phase, Verdict
 from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
-from tests.engine.helpers import RawSmtp, message, node_config, strip_received, stuffed, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_gateway,
+    message,
+    strip_received,
+    stuffed,
+    wait_for,
+)
 
 
 class SubjectFilter:
@@ -46,11 +53,10 @@ class Quarantine:
 
 
 async def test_verdicts_are_obeyed(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     policy, held = SubjectFilter(), Quarantine()
     async with build_node(cfg, filter=policy, quarantine=held) as gw:
@@ -92,11 +98,10 @@ async def test_verdicts_are_obeyed(tmp_path: Path) -> None:
 
 
 async def test_connect_reject(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     async with build_node(cfg, filter=SubjectFilter()) as gw:
         import asyncio
@@ -113,11 +118,10 @@ async def test_a_configured_filter_table_runs_the_real_pipeline(tmp_path: Path) 
     """`[filter]` in the node's config: the gateway builds mxflow's filter and obeys it."""
     from mxflow.config import parse_config
 
-    base = node_config(
+    base = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     listener = base.listeners[0]
     cfg = parse_config(

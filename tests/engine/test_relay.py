@@ -11,6 +11,7 @@ from mxflow.store.trace import TraceStore
 from tests.conftest import unique_loopback
 from tests.engine.helpers import (
     RawSmtp,
+    maildir_gateway,
     maildir_messages,
     message,
     node_config,
@@ -144,11 +145,10 @@ async def test_unknown_recipient_of_authoritative_domain(tmp_path: Path) -> None
 
 
 async def test_too_many_recipients(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
         limits={"max_recipients": 3},
     )
     async with build_node(cfg) as gw:
@@ -167,11 +167,10 @@ async def test_too_many_recipients(tmp_path: Path) -> None:
 
 
 async def test_size_limit_at_mail_from_and_during_data(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
         limits={"max_message_size": 10_000},
     )
     async with build_node(cfg) as gw:
@@ -194,11 +193,10 @@ async def test_size_limit_at_mail_from_and_during_data(tmp_path: Path) -> None:
 
 
 async def test_pipelined_transaction_and_extensions(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     async with build_node(cfg) as gw:
         client = await RawSmtp.open(gw.servers[0].listener.address, gw.port)
@@ -219,11 +217,10 @@ async def test_pipelined_transaction_and_extensions(tmp_path: Path) -> None:
 
 
 async def test_trace_records_every_step(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     async with build_node(cfg) as gw:
         client = await RawSmtp.open(gw.servers[0].listener.address, gw.port)
@@ -255,11 +252,10 @@ async def test_trace_records_every_step(tmp_path: Path) -> None:
 
 
 async def test_connections_per_ip_and_idle_timeout(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
         limits={"max_connections_per_ip": 2, "timeout": 0.5},
     )
     async with build_node(cfg) as gw:

@@ -12,17 +12,19 @@ import pytest
 
 from mxflow.config import NodeConfig
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, maildir_messages, message, node_config, stuffed, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_gateway,
+    maildir_messages,
+    message,
+    stuffed,
+    wait_for,
+)
 
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> NodeConfig:
-    return node_config(
-        "gateway",
-        tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
-    )
+    return maildir_gateway("gateway", tmp_path / "gw")
 
 
 async def test_a_transaction_pipelined_behind_the_final_dot_is_answered_in_order(

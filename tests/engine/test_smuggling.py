@@ -10,7 +10,7 @@ import pytest
 
 from mxflow.roles.build import build_node
 from mxflow.store.trace import TraceStore
-from tests.engine.helpers import RawSmtp, message, node_config, stuffed
+from tests.engine.helpers import RawSmtp, maildir_gateway, message, stuffed
 
 SMUGGLED = (
     b"MAIL FROM:<admin@contoso.com>\r\nRCPT TO:<bob@contoso.com>\r\nDATA\r\n"
@@ -35,11 +35,10 @@ VARIANTS = {
 
 @pytest.fixture
 def gateway_cfg(tmp_path: Path) -> object:
-    return node_config(
+    return maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
 
 

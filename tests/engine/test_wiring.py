@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mxflow.mail import MessageContext, Phase, Verdict
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, message, node_config, stuffed, wait_for
+from tests.engine.helpers import RawSmtp, maildir_gateway, message, node_config, stuffed, wait_for
 
 
 class RecordingFilter:
@@ -26,11 +26,10 @@ class RecordingFilter:
 
 
 async def test_connection_closed_gets_the_context_seen_at_connect(tmp_path: Path) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
         limits={"max_connections_per_ip": 1},
     )
     policy = RecordingFilter()
@@ -82,11 +81,10 @@ async def test_the_node_expires_its_quarantine_at_start(tmp_path: Path) -> None:
     from mxflow.mail import Action
     from mxflow.store.trace import TraceStore
 
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
         extra={"filter": {}},
     )
     store = node_quarantine(cfg)
@@ -106,11 +104,10 @@ async def test_the_node_expires_its_quarantine_at_start(tmp_path: Path) -> None:
 async def test_sender_routed_local_parts_are_not_relayed(tmp_path: Path) -> None:
     """`user%other.example@contoso.com` and `other!user@contoso.com` from an untrusted
     client: a downstream honouring the percent hack would make us a relay."""
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "mail"}],
+        maildir="mail",
     )
     async with build_node(cfg) as gw:
         client = await RawSmtp.open(gw.address, gw.port)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mxflow.roles.build import build_node
 from mxflow.smtp.capacity import RESERVE, ConnectionBudget
-from tests.engine.helpers import RawSmtp, node_config
+from tests.engine.helpers import RawSmtp, maildir_gateway
 
 
 def test_the_cap_stays_under_the_descriptor_limit() -> None:
@@ -18,11 +18,9 @@ def test_the_cap_stays_under_the_descriptor_limit() -> None:
 async def test_idle_connections_past_the_cap_get_421_and_fresh_ones_get_in_later(
     tmp_path: Path,
 ) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
         limits={"max_connections": 5},
     )
     async with build_node(cfg) as gw:

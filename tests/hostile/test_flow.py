@@ -14,16 +14,14 @@ import pytest
 
 from mxflow.config import NodeConfig
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, node_config, wait_for
+from tests.engine.helpers import RawSmtp, maildir_gateway, wait_for
 
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> NodeConfig:
-    return node_config(
+    return maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
         limits={"timeout": 0.6, "data_timeout": 1.5},
     )
 

@@ -12,7 +12,13 @@ import os
 from pathlib import Path
 
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, maildir_messages, node_config, strip_received, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_gateway,
+    maildir_messages,
+    strip_received,
+    wait_for,
+)
 
 
 def big_message(size: int) -> bytes:
@@ -22,12 +28,7 @@ def big_message(size: int) -> bytes:
 
 
 async def test_a_transfer_that_never_ends_is_parked_on_disk(tmp_path: Path) -> None:
-    cfg = node_config(
-        "gateway",
-        tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
-    )
+    cfg = maildir_gateway("gateway", tmp_path / "gw")
     raw = big_message(3 * 1024 * 1024)
     async with build_node(cfg) as gw:
         server = gw.servers[0]

@@ -11,16 +11,14 @@ import pytest
 
 from mxflow.config import NodeConfig
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, message, node_config, stuffed
+from tests.engine.helpers import RawSmtp, maildir_gateway, message, stuffed
 
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> NodeConfig:
-    return node_config(
+    return maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
         limits={"timeout": 0.6, "data_timeout": 1.5},
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mxflow.roles.build import build_node
-from tests.engine.helpers import RawSmtp, node_config, stuffed
+from tests.engine.helpers import RawSmtp, maildir_gateway, stuffed
 
 EXE = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
 
@@ -68,11 +68,9 @@ def nested_zip(levels: int) -> bytes:
 async def test_unscannable_content_is_never_delivered(
     tmp_path: Path, raw: bytes, action: str, reply: tuple[int, str]
 ) -> None:
-    cfg = node_config(
+    cfg = maildir_gateway(
         "gateway",
         tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
         extra={"filter": {"checks": ["attachments"], "unscannable_action": action}},
     )
     async with build_node(cfg) as gw:

@@ -16,17 +16,19 @@ from mxflow.config import NodeConfig
 from mxflow.mail import Action, MessageContext, Phase, Verdict
 from mxflow.roles.build import build_node
 from tests.dnsserver import serve_zone_text
-from tests.engine.helpers import RawSmtp, maildir_messages, message, node_config, stuffed, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_gateway,
+    maildir_messages,
+    message,
+    stuffed,
+    wait_for,
+)
 
 
 @pytest.fixture
 def gateway_cfg(tmp_path: Path) -> NodeConfig:
-    return node_config(
-        "gateway",
-        tmp_path / "gw",
-        domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-        routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
-    )
+    return maildir_gateway("gateway", tmp_path / "gw")
 
 
 async def _raw_cmd(client: RawSmtp, line: bytes) -> tuple[int, str]:
@@ -162,11 +164,9 @@ async def test_received_names_the_verified_reverse_name_and_nothing_unchecked(
         "bad\\(name\\)\\032X-Injected:\\0321 IN A 127.77.0.11\n"
     )
     async with serve_zone_text(reverse, forward) as dns_server:
-        cfg = node_config(
+        cfg = maildir_gateway(
             "gateway",
             tmp_path / "gw",
-            domains=[{"domain": "contoso.com", "type": "internal_relay"}],
-            routes=[{"domains": ["contoso.com"], "maildir": "maildir"}],
             extra={
                 "dns": {"resolver": f"{dns_server.host}:{dns_server.port}"},
                 "filter": {"checks": ["fcrdns"]},
