@@ -70,6 +70,44 @@ def maildir_gateway(
     )
 
 
+def relay_gateway_toml(
+    name: str,
+    data_dir: Path,
+    sink: str,
+    *,
+    address: str,
+    route_name: str = "",
+    extra: str = "",
+) -> str:
+    """The TOML of a gateway for contoso.com (internal relay) on `address` (any port),
+    relaying in plain SMTP to `sink` (HOST:PORT); `extra` appends tables (`[filter]`, ...)."""
+    route = f'name = "{route_name}"\n' if route_name else ""
+    return f"""
+[node]
+name = "{name}"
+hostname = "{name}.lab.test"
+data_dir = "{data_dir}"
+
+[[listeners]]
+address = "{address}"
+port = 0
+tls = "none"
+
+[[accepted_domains]]
+domain = "contoso.com"
+type = "internal_relay"
+
+[[routes]]
+{route}domains = ["contoso.com"]
+smart_hosts = ["{sink}"]
+tls = "none"
+
+[delivery]
+source_address = "{address}"
+retry_intervals = ["1s"]
+{extra}"""
+
+
 def gateway_config(
     data_dir: Path,
     sink_address: str,

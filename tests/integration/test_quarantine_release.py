@@ -15,6 +15,7 @@ from tests.engine.helpers import (
     RawSmtp,
     maildir_messages,
     message,
+    relay_gateway_toml,
     sink_config,
     stuffed,
     wait_for,
@@ -27,33 +28,16 @@ def gateway_toml(tmp_path: Path, sink_address: str, sink_port: int) -> Path:
     address = unique_loopback()
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f"""
-[node]
-name = "gateway"
-hostname = "gateway.lab.test"
-data_dir = "{tmp_path / "gw"}"
-
-[[listeners]]
-address = "{address}"
-port = 0
-tls = "none"
-
-[[accepted_domains]]
-domain = "contoso.com"
-type = "internal_relay"
-
-[[routes]]
-domains = ["contoso.com"]
-smart_hosts = ["{sink_address}:{sink_port}"]
-tls = "none"
-
-[delivery]
-source_address = "{address}"
-retry_intervals = ["1s"]
-
+        relay_gateway_toml(
+            "gateway",
+            tmp_path / "gw",
+            f"{sink_address}:{sink_port}",
+            address=address,
+            extra="""
 [filter]
 reject_action = "quarantine"   # GTUBE scores past reject_score: hold it instead
-"""
+""",
+        )
     )
     return path
 

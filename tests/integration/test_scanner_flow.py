@@ -13,7 +13,15 @@ from mxflow.config import load_config
 from mxflow.config.filter import ClamdAddress
 from mxflow.roles.build import build_node
 from tests.conftest import require, unique_loopback
-from tests.engine.helpers import RawSmtp, maildir_messages, message, sink_config, stuffed, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_messages,
+    message,
+    relay_gateway_toml,
+    sink_config,
+    stuffed,
+    wait_for,
+)
 from tests.filter.helpers import GTUBE, RSPAMD, SPAMD
 
 
@@ -21,30 +29,12 @@ def gateway_toml(tmp_path: Path, sink: str, rspamd: str, spamd: str) -> Path:
     address = unique_loopback()
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f"""
-[node]
-name = "gateway"
-hostname = "gateway.lab.test"
-data_dir = "{tmp_path / "gw"}"
-
-[[listeners]]
-address = "{address}"
-port = 0
-tls = "none"
-
-[[accepted_domains]]
-domain = "contoso.com"
-type = "internal_relay"
-
-[[routes]]
-domains = ["contoso.com"]
-smart_hosts = ["{sink}"]
-tls = "none"
-
-[delivery]
-source_address = "{address}"
-retry_intervals = ["1s"]
-
+        relay_gateway_toml(
+            "gateway",
+            tmp_path / "gw",
+            sink,
+            address=address,
+            extra=f"""
 [filter]
 checks = ["headers", "rspamd", "spamd"]   # the scanners' say alone, beside the headers
 
@@ -55,7 +45,8 @@ timeout = 5
 [filter.spamd]
 address = "{spamd}"
 timeout = 10
-"""
+""",
+        )
     )
     return path
 

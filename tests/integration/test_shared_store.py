@@ -25,7 +25,15 @@ from mxflow.web.accounts import Accounts
 from mxflow.web.app import create_app
 from tests.clirun import mxflow
 from tests.conftest import unique_loopback
-from tests.engine.helpers import RawSmtp, maildir_messages, message, sink_config, stuffed, wait_for
+from tests.engine.helpers import (
+    RawSmtp,
+    maildir_messages,
+    message,
+    relay_gateway_toml,
+    sink_config,
+    stuffed,
+    wait_for,
+)
 from tests.store.pg import private_cluster
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
@@ -36,36 +44,19 @@ def gateway_toml(tmp_path: Path, name: str, sink: str, url: str) -> Path:
     address = unique_loopback()
     path = tmp_path / f"{name}.toml"
     path.write_text(
-        f"""
-[node]
-name = "{name}"
-hostname = "{name}.lab.test"
-data_dir = "{tmp_path / name}"
-
-[[listeners]]
-address = "{address}"
-port = 0
-tls = "none"
-
-[[accepted_domains]]
-domain = "contoso.com"
-type = "internal_relay"
-
-[[routes]]
-domains = ["contoso.com"]
-smart_hosts = ["{sink}"]
-tls = "none"
-
-[delivery]
-source_address = "{address}"
-retry_intervals = ["1s"]
-
+        relay_gateway_toml(
+            name,
+            tmp_path / name,
+            sink,
+            address=address,
+            extra=f"""
 [filter]
 reject_action = "quarantine"
 
 [store]
 url = "{url}"
-"""
+""",
+        )
     )
     return path
 

@@ -18,7 +18,7 @@ from mxflow.roles.node import Node
 from mxflow.web.app import create_app
 from tests.clirun import ROOT
 from tests.conftest import free_port, unique_loopback
-from tests.engine.helpers import RawSmtp, message, sink_config, stuffed
+from tests.engine.helpers import RawSmtp, message, relay_gateway_toml, sink_config, stuffed
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
 PASSWORD = "correct horse battery"
@@ -28,38 +28,21 @@ def gateway_toml(tmp_path: Path, sink: Node, *, secure: bool = True) -> Path:
     address = unique_loopback()
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f"""
-[node]
-name = "gateway"
-hostname = "gateway.lab.test"
-data_dir = "{tmp_path / "gw"}"
-
-[[listeners]]
-address = "{address}"
-port = 0
-tls = "none"
-
-[[accepted_domains]]
-domain = "contoso.com"
-type = "internal_relay"
-
-[[routes]]
-name = "to-host"
-domains = ["contoso.com"]
-smart_hosts = ["{sink.address}:{sink.port}"]
-tls = "none"
-
-[delivery]
-source_address = "{address}"
-retry_intervals = ["1s"]
-
+        relay_gateway_toml(
+            "gateway",
+            tmp_path / "gw",
+            f"{sink.address}:{sink.port}",
+            address=address,
+            route_name="to-host",
+            extra=f"""
 [filter]
 reject_action = "quarantine"
 
 [web]
 listen = "{address}:{free_port(address)}"
 secure_cookies = {"true" if secure else "false"}
-"""
+""",
+        )
     )
     return path
 
