@@ -31,6 +31,7 @@ from mxflow.auth.keys import SigningKey, load_signing_key
 from mxflow.auth.offload import run_heavy
 from mxflow.auth.results import comment, method_result, split_results
 from mxflow.auth.txt import TxtLookup, as_txt_lookup
+from mxflow.mail import header_section
 
 MAX_INSTANCE = 50  # RFC 8617 §4.2.1
 
@@ -143,7 +144,7 @@ async def validate_arc(
         names = arc_key_names(raw)
     except dkim.DKIMException:
         return ArcResult("fail", "the message header does not parse")
-    if not names and not re.search(rb"(?im)^arc-", raw.split(b"\r\n\r\n", 1)[0]):
+    if not names and not re.search(rb"(?im)^arc-", header_section(raw)):
         return ArcResult("none")
     keys = await prefetch(names, as_txt_lookup(resolver))
     return await run_heavy(len(raw), validate_with_keys, raw, keys, min_key_bits=min_key_bits)

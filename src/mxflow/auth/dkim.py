@@ -39,6 +39,7 @@ from mxflow.auth.offload import run_heavy
 from mxflow.auth.results import comment
 from mxflow.auth.txt import DnsTempError, TxtAnswer, TxtLookup, TxtStatus, as_txt_lookup
 from mxflow.errors import MxflowError
+from mxflow.mail import header_section
 
 DKIMPY_LOGGER = logging.getLogger("mxflow.auth.dkimpy")
 DKIMPY_LOGGER.addHandler(logging.NullHandler())
@@ -323,7 +324,7 @@ async def verify_dkim(
         names = signature_key_names(raw)
     except dkim.DKIMException:
         return [DkimSignatureResult("permerror", reason="the message header does not parse")]
-    if not names and not _SIGNATURE_FIELD.search(raw.split(b"\r\n\r\n", 1)[0]):
+    if not names and not _SIGNATURE_FIELD.search(header_section(raw)):
         return []  # unsigned (most mail): no thread hop, no second parse
     keys = await prefetch(names, as_txt_lookup(resolver))
     return await run_heavy(

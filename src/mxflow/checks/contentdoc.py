@@ -27,7 +27,7 @@ _WORD = re.compile(r"[\w%$']+")
 
 def words(text: str) -> list[str]:
     """The lower-cased words of the first MAX_WORDS_CHARS characters (`%`, `$`, `'` kept)."""
-    return _WORD.findall(text[:MAX_WORDS_CHARS].lower())  # the runs sub + split would leave
+    return _WORD.findall(text[:MAX_WORDS_CHARS].lower())
 
 
 @dataclass(frozen=True)
