@@ -104,6 +104,7 @@ class Node:
         self.services = parts.services
         self.rewire = rewire
         self._expiry: asyncio.Task[None] | None = None
+        self._expiring: asyncio.Future[list[str]] | None = None  # its round in progress
         self._learning: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -172,8 +173,11 @@ class Node:
         if expire is None:
             return
         while True:
+            # shielded: a stop waits for a round in progress (`stop`), so the messages it
+            # deleted are traced as expired before the trace closes
+            self._expiring = asyncio.ensure_future(asyncio.to_thread(expire))
             try:
-                gone = await asyncio.to_thread(expire)
+                gone = await asyncio.shield(self._expiring)
                 if gone:
                     log.info("quarantine expired %d message(s): %s", len(gone), ",".join(gone))
             except Exception as exc:
@@ -226,6 +230,8 @@ class Node:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._expiring is not None:
+            await asyncio.gather(self._expiring, return_exceptions=True)
         await self.scheduler.stop(grace)
         self.pool.close()
         self.spool.close()
